@@ -1,0 +1,108 @@
+"""The upstream model catalogue: fetched on demand, fresh for 5 minutes, served stale while
+OpenRouter's `/models` fails, and the source of truth for what is free (openrouter-api.md §9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+from app.errors import UpstreamError
+from app.upstream import OpenRouterClient
+
+FRESH_SECONDS = 300
+# OpenRouter's own routers: they route elsewhere, so they never join the proxy's pools.
+ROUTER_IDS = frozenset({"openrouter/free", "openrouter/auto"})
+
+
+def _price(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    raw: dict[str, Any]
+
+    @property
+    def prices(self) -> list[float | None]:
+        pricing = self.raw.get("pricing") or {}
+        return [_price(v) for k, v in pricing.items() if k != "discount"]
+
+    @property
+    def is_free(self) -> bool:
+        """Every price is zero; `"-1"` routers and image-output models are not free."""
+        prices = self.prices
+        return bool(prices) and all(p == 0 for p in prices)
+
+    @property
+    def is_router(self) -> bool:
+        return self.id in ROUTER_IDS or any(p is not None and p < 0 for p in self.prices)
+
+    @property
+    def is_text_chat(self) -> bool:
+        outputs = (self.raw.get("architecture") or {}).get("output_modalities") or ["text"]
+        return list(outputs) == ["text"]
+
+    @property
+    def accepts_images(self) -> bool:
+        inputs = (self.raw.get("architecture") or {}).get("input_modalities") or []
+        return "image" in inputs
+
+    @property
+    def supports_tools(self) -> bool:
+        return "tools" in (self.raw.get("supported_parameters") or [])
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.raw.get("context_length")
+        return value if isinstance(value, int) else None
+
+    @property
+    def unit_price(self) -> float:
+        """Prompt plus completion price per token, to order paid fallbacks cheapest first."""
+        pricing = self.raw.get("pricing") or {}
+        return (_price(pricing.get("prompt")) or 0.0) + (_price(pricing.get("completion")) or 0.0)
+
+
+class Catalogue:
+    def __init__(self, upstream: OpenRouterClient, clock: Callable[[], float]) -> None:
+        self._upstream = upstream
+        self._fresh: TTLCache[str, dict[str, ModelInfo]] = TTLCache(
+            maxsize=1, ttl=FRESH_SECONDS, timer=clock
+        )
+        self._stale: dict[str, ModelInfo] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._stale is not None
+
+    async def models(self) -> dict[str, ModelInfo]:
+        """Id -> model. Raises UpstreamError only when it has never been fetched."""
+        if (fresh := self._fresh.get("models")) is not None:
+            return fresh
+        async with self._lock:  # one refresh for all concurrent callers
+            if (fresh := self._fresh.get("models")) is not None:
+                return fresh
+            try:
+                document = await self._upstream.get_json("/models", auth=False)
+            except UpstreamError:
+                if self._stale is not None:
+                    return self._stale
+                raise
+            entries = document.get("data") if isinstance(document, dict) else None
+            models = {
+                entry["id"]: ModelInfo(entry["id"], entry)
+                for entry in entries or ()
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+            }
+            self._fresh["models"] = self._stale = models
+            return models

@@ -1,0 +1,205 @@
+"""Settings: environment, `.env`, or a `--config` TOML file, validated once at start-up.
+
+Precedence (DESIGN §3): command-line flags, then the environment, then `.env`, then the
+TOML file, then the defaults. Field names are the TOML names; each field's alias is the
+environment name. Nothing here does I/O beyond reading the files it is pointed at.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+MIB = 1024 * 1024
+
+
+def _setting(env: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A field readable as `env` from the environment and by its own name from TOML."""
+    name = env.removeprefix("PROXY_").lower()
+    return Field(
+        default,
+        validation_alias=AliasChoices(env, name),
+        description=description,
+        **constraints,
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting of the proxy; the README and `.env.example` list the same names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    openrouter_api_key: SecretStr | None = _setting(
+        "OPENROUTER_API_KEY", None, "Upstream key; without it chat answers 503."
+    )
+    openrouter_base_url: str = _setting(
+        "OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", "Upstream API base URL."
+    )
+    openrouter_app_url: str = _setting(
+        "OPENROUTER_APP_URL", "http://localhost", "Sent as HTTP-Referer (attribution)."
+    )
+    openrouter_app_title: str = _setting(
+        "OPENROUTER_APP_TITLE", "openrouter-proxy", "Sent as X-Title and X-OpenRouter-Title."
+    )
+    host: str = _setting("PROXY_HOST", "127.0.0.1", "Bind address.")
+    port: int = _setting("PROXY_PORT", 8080, "Bind port.", ge=1, le=65535)
+    db_path: Path = _setting(
+        "PROXY_DB_PATH", Path("./openrouter-proxy.db"), "SQLite file for keys and usage."
+    )
+    allow_open: bool = _setting(
+        "PROXY_ALLOW_OPEN", False, "Allow a non-loopback bind while no client keys exist."
+    )
+    default_model: str = _setting(
+        "PROXY_DEFAULT_MODEL", "free", "Model used when a request names none.", min_length=1
+    )
+    allow_paid: bool = _setting(
+        "PROXY_ALLOW_PAID", False, "May `free` and fallback add priced models on their own."
+    )
+    max_wait: float = _setting(
+        "PROXY_MAX_WAIT", 10.0, "Seconds a request may wait for a cooling model.", ge=0
+    )
+    connect_timeout: float = _setting(
+        "PROXY_CONNECT_TIMEOUT", 5.0, "Seconds to connect upstream, per attempt.", gt=0
+    )
+    first_byte_timeout: float = _setting(
+        "PROXY_FIRST_BYTE_TIMEOUT", 60.0, "Seconds until first content, per attempt.", gt=0
+    )
+    total_timeout: float = _setting(
+        "PROXY_TOTAL_TIMEOUT", 600.0, "Seconds for a whole attempt, stream included.", gt=0
+    )
+    max_body_mb: float = _setting(
+        "PROXY_MAX_BODY_MB", 20.0, "Largest accepted request body in MiB.", gt=0
+    )
+    log_format: Literal["text", "json"] = _setting(
+        "PROXY_LOG_FORMAT", "text", "`json` gives one JSON line per request."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "PROXY_LOG_LEVEL", "info", "Log level."
+    )
+    chains: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="TOML [chains]: model or alias -> models to try, in order.",
+    )
+
+    @field_validator("openrouter_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("openrouter_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("chains")
+    @classmethod
+    def _non_empty_chains(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, models in value.items():
+            if not models or not all(isinstance(m, str) and m for m in models):
+                raise ValueError(f"chain '{name}' must be a non-empty list of model ids")
+        return value
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * MIB)
+
+    @property
+    def upstream_key(self) -> str | None:
+        return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is the one line printed at start-up."""
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """The TOML file's values, ranked below the environment and `.env`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def env_name(field_name: str) -> str:
+    """The environment name users know a field by (`max_wait` -> `PROXY_MAX_WAIT`)."""
+    info = Settings.model_fields.get(field_name)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return field_name
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting '{unknown[0]}'")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once; raise ConfigError with a one-line reason when invalid."""
+    toml_values = _read_toml(config_file) if config_file else {}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, dotenv_settings, _DictSource(cls, toml_values))
+
+    try:
+        return _Loaded(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad setting, its value and why it is wrong."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    reason = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    shown = "" if field == "openrouter_api_key" or isinstance(value, dict) else f" (got {value!r})"
+    return f"invalid setting {env_name(field)}: {reason}{shown}"

@@ -1,0 +1,38 @@
+"""Everything a request needs, built once in `create_app` and reached through `ServicesDep`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.attempts import Attempts
+from app.catalogue import Catalogue
+from app.config import Settings
+from app.cooldowns import CooldownStore
+from app.routing import Router
+from app.upstream import OpenRouterClient
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    clock: Callable[[], float]
+    upstream: OpenRouterClient
+    catalogue: Catalogue
+    cooldowns: CooldownStore
+    router: Router
+    attempts: Attempts
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

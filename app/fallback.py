@@ -1,0 +1,97 @@
+"""Fallback policy: which failed attempts may move on to the next model, and for how long a
+failing model is skipped. One reason per line, as openai-python's `_should_retry` does;
+sources are DESIGN §6 and openrouter-api.md §4.2, §5.4 and Appendix B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from app.errors import (
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+# Exponential backoff for failures that say nothing about when to come back.
+BACKOFF_START = 15.0
+BACKOFF_MAX = 300.0
+# No hint is trusted beyond a day: the longest real limit resets at 00:00 UTC.
+MAX_COOLDOWN = 86_400.0
+
+
+class Scope(Enum):
+    MODEL = "model"  # only the model that failed
+    FREE_TIER = "free-tier"  # every `:free` model: the account-wide limits
+
+
+class Next(Enum):
+    ANY = "any"  # try the next candidate
+    FREE_ONLY = "free-only"  # only a zero-priced candidate can help (402)
+    RELAY = "relay"  # the same input fails everywhere: relay this error
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    next: Next
+    scope: Scope | None  # None: no cooldown
+    reset_at: float | None = None  # epoch seconds from the error, if it said
+
+
+def judge(error: UpstreamError, now: float) -> Verdict:
+    """Decide what a failed attempt means for this request and for the model."""
+    if isinstance(error, UpstreamTimeout | UpstreamUnreachable | UpstreamBroken):
+        return Verdict(Next.ANY, Scope.MODEL)  # connect/timeout/garbled: another model may work
+    assert isinstance(error, UpstreamRejected)
+    status, message = error.status, error.message
+    limit_source = str(error.metadata.get("limit_source") or "")
+    reset = _reset_at(error, now)
+    if status == 429:
+        if "free-models-per-day" in message or limit_source == "openrouter_free_tier_daily":
+            return Verdict(Next.ANY, Scope.FREE_TIER, reset or _next_midnight_utc(now))
+        if "free-models-per-min" in message or "free_tier" in limit_source:
+            return Verdict(Next.ANY, Scope.FREE_TIER, reset or _next_minute(now))
+        return Verdict(Next.ANY, Scope.MODEL, reset)  # provider or per-model cap: this one
+    if status in (408, 524, 529) or status >= 500:
+        return Verdict(Next.ANY, Scope.MODEL, reset)  # timeout, overload, model down
+    if status == 404 and message.startswith("No endpoints found for "):
+        return Verdict(Next.ANY, Scope.MODEL, reset)  # the model has no provider now
+    if status == 404 and message.startswith("No endpoints found"):
+        return Verdict(Next.ANY, None)  # none that supports this request: it's not the model
+    if status == 400 and "not a valid model ID" in message:
+        return Verdict(Next.ANY, Scope.MODEL, reset)  # model-specific: skip to the next
+    if status == 402:
+        return Verdict(Next.FREE_ONLY, None)  # credits: another paid model won't help
+    return Verdict(Next.RELAY, None)  # 400/401/403/413/422: the same input fails everywhere
+
+
+def cooldown_until(verdict: Verdict, now: float, failures: int) -> float:
+    """When the model (or the free tier) comes back: the error's own hint, else backoff."""
+    if verdict.reset_at is not None and verdict.reset_at > now:
+        return min(verdict.reset_at, now + MAX_COOLDOWN)
+    backoff: float = min(BACKOFF_START * 2.0 ** max(failures - 1, 0), BACKOFF_MAX)
+    return now + backoff
+
+
+def _next_minute(now: float) -> float:
+    return (now // 60 + 1) * 60
+
+
+def _next_midnight_utc(now: float) -> float:
+    return (now // 86_400 + 1) * 86_400
+
+
+def _reset_at(error: UpstreamRejected, now: float) -> float | None:
+    """`X-RateLimit-Reset` is epoch milliseconds; `Retry-After` is seconds from now."""
+    headers = error.upstream_headers
+    try:
+        if (reset := headers.get("x-ratelimit-reset")) is not None:
+            return float(reset) / 1000
+        if (retry_after := headers.get("retry-after")) is not None:
+            return now + float(retry_after)
+    except ValueError:
+        return None
+    return None

@@ -1,0 +1,65 @@
+"""`create_app`: the one place where the proxy's parts are built and wired together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from app import __version__
+from app.attempts import Attempts
+from app.catalogue import Catalogue
+from app.config import Settings, load_settings
+from app.cooldowns import MemoryCooldowns
+from app.deps import Services
+from app.errors import install_error_handlers
+from app.routes import chat, health, models
+from app.routing import Router
+from app.upstream import OpenRouterClient
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """Build the app. `transport` replaces the upstream network, `clock` the wall clock
+    (epoch seconds) used for cooldowns and the catalogue's freshness."""
+    settings = settings or load_settings()
+    clock = clock or time.time
+    upstream = OpenRouterClient(settings, transport)
+    catalogue = Catalogue(upstream, clock)
+    cooldowns = MemoryCooldowns()
+    services = Services(
+        settings=settings,
+        clock=clock,
+        upstream=upstream,
+        catalogue=catalogue,
+        cooldowns=cooldowns,
+        router=Router(settings, catalogue, cooldowns),
+        attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await services.aclose()
+
+    app = FastAPI(
+        title="openrouter-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

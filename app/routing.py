@@ -1,0 +1,88 @@
+"""Which models a request may be answered by, in the order to try them (DESIGN §6).
+
+A name is a model id, a chain from the TOML `[chains]` table, or the virtual model `free`.
+A chain keyed by a model id (it contains `/`, as every OpenRouter id does) is tried after
+that model; a chain keyed by an alias (`fast`) stands in its place.
+"""
+
+from __future__ import annotations
+
+from app.catalogue import Catalogue, ModelInfo
+from app.chat_request import ChatRequest
+from app.config import Settings
+from app.cooldowns import CooldownStore
+
+FREE = "free"
+# With PROXY_ALLOW_PAID, `free` may end with at most this many priced models (DESIGN §6).
+MAX_PAID_FALLBACKS = 3
+
+
+def is_model_id(name: str) -> bool:
+    return "/" in name
+
+
+class Router:
+    def __init__(self, settings: Settings, catalogue: Catalogue, cooldowns: CooldownStore) -> None:
+        self._chains = settings.chains
+        self._allow_paid = settings.allow_paid
+        self._catalogue = catalogue
+        self._cooldowns = cooldowns
+
+    @property
+    def aliases(self) -> list[str]:
+        """The virtual models a client may name: `free` and every alias chain."""
+        return [FREE, *(name for name in self._chains if not is_model_id(name))]
+
+    def chain(self, name: str) -> list[str] | None:
+        return self._chains.get(name)
+
+    async def candidates(self, chat: ChatRequest) -> list[str]:
+        names = [chat.model, *chat.models]
+        if not self._needs_expansion(names):
+            return list(dict.fromkeys(names))  # the common case: no catalogue, no awaits
+        ordered: list[str] = []
+        for name in names:
+            ordered.extend(await self._expand(name, chat, seen=set()))
+        return list(dict.fromkeys(ordered))
+
+    def _needs_expansion(self, names: list[str]) -> bool:
+        return any(name == FREE or name in self._chains for name in names)
+
+    async def _expand(self, name: str, chat: ChatRequest, seen: set[str]) -> list[str]:
+        if name in seen:  # a chain naming itself, directly or not
+            return []
+        seen = seen | {name}
+        if name == FREE:
+            return await self.free_pool(chat)
+        chain = self._chains.get(name)
+        if chain is None:
+            return [name]
+        expanded = [name] if is_model_id(name) else []
+        for entry in chain:
+            expanded.extend(await self._expand(entry, chat, seen))
+        return expanded
+
+    async def free_pool(self, chat: ChatRequest | None) -> list[str]:
+        """Free chat models that fit the request, best first; then, if allowed, paid ones."""
+        models = await self._catalogue.models()
+        fitting = [m for m in models.values() if m.is_text_chat and _fits(m, chat)]
+        free = [m.id for m in fitting if m.is_free and not m.is_router]
+        pool = await self._cooldowns.rank(free)
+        if self._allow_paid:
+            paid = sorted(
+                (m for m in fitting if not m.is_free and not m.is_router),
+                key=lambda m: m.unit_price,
+            )
+            pool.extend(m.id for m in paid[:MAX_PAID_FALLBACKS])
+        return pool
+
+
+def _fits(model: ModelInfo, chat: ChatRequest | None) -> bool:
+    if chat is None:
+        return True
+    if chat.wants_images and not model.accepts_images:
+        return False
+    if chat.wants_tools and not model.supports_tools:
+        return False
+    context = model.context_length
+    return context is None or chat.estimated_tokens <= context

@@ -1,0 +1,104 @@
+"""Server-sent events, read on the side: split into events, classify, never re-encode.
+
+Handles LF and CRLF line endings and events split across chunks (as openai-python's
+`_SSELineDecoder` does); CR-only framing is accepted for the blank-line separator too.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any
+
+import orjson
+
+_BOUNDARY = re.compile(rb"\r?\n\r?\n|\r\r")
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+class EventSplitter:
+    """Cuts a byte stream at event boundaries; keeps the unfinished tail for the next chunk."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Every complete event received so far, as one bytes object (maybe empty)."""
+        data = self._tail + chunk if self._tail else chunk
+        if b"\r" not in data:
+            end = data.rfind(b"\n\n")
+            cut = -1 if end < 0 else end + 2
+        else:
+            cut = -1
+            for match in _BOUNDARY.finditer(data):
+                cut = match.end()
+        if cut < 0:
+            self._tail = data
+            return b""
+        self._tail = data[cut:]
+        return data[:cut]
+
+    @property
+    def tail(self) -> bytes:
+        return self._tail
+
+
+def split_events(block: bytes) -> list[bytes]:
+    """Split a block of complete events (from `feed`) into single raw events."""
+    events: list[bytes] = []
+    start = 0
+    for match in _BOUNDARY.finditer(block):
+        events.append(block[start : match.end()])
+        start = match.end()
+    return events
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The event's `data` payload; None for comment-only (keep-alive) events."""
+    payload: list[bytes] = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            payload.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(payload) if payload else None
+
+
+class Kind(Enum):
+    KEEPALIVE = "keepalive"  # a comment, or an event without data
+    DONE = "done"  # data: [DONE]
+    ERROR = "error"  # top-level "error" (with or without choices)
+    CONTENT = "content"  # the first event a client must see (DESIGN §5)
+    OTHER = "other"  # role-only, usage-only, unparsable
+
+
+def classify(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+    data = event_data(event)
+    if data is None:
+        return Kind.KEEPALIVE, None
+    if data.startswith(b"[DONE]"):
+        return Kind.DONE, None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Kind.OTHER, None
+    if not isinstance(chunk, dict):
+        return Kind.OTHER, None
+    if chunk.get("error"):
+        return Kind.ERROR, chunk
+    return (Kind.CONTENT if is_content(chunk) else Kind.OTHER), chunk
+
+
+def is_content(chunk: dict[str, Any]) -> bool:
+    """A choice whose delta carries text, reasoning or tool calls, or a real finish."""
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("reasoning") or delta.get("tool_calls"):
+            return True
+        finish = choice.get("finish_reason")
+        if finish is not None and finish != "error":
+            return True
+    return False

@@ -1,0 +1,327 @@
+"""The one client of OpenRouter: builds each attempt, enforces its deadlines, and maps
+httpx exceptions and error bodies to `UpstreamError` subclasses (the only place that does).
+
+An attempt succeeds only with a usable answer: a JSON body with `choices` and no error
+(non-stream), or a first content event (stream, DESIGN §5). Whitespace and `:` keep-alive
+comments never extend a deadline (openrouter-api.md §7, §10.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from app.chat_request import ChatRequest
+from app.config import Settings
+from app.errors import (
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from app.sse import EventSplitter, Kind, classify, split_events
+
+# Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
+PASSED_RESPONSE_HEADERS = ("x-generation-id",)
+_WHITESPACE = b" \t\r\n"
+
+
+def default_transport() -> httpx.AsyncBaseTransport:
+    """httpx on aiohttp: the proxy's per-request cost is half that of httpx's own pool
+    (bench/README.md, "Transport choice"). No connection cap: 1,000 idle streams must fit."""
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context())
+        return aiohttp.ClientSession(connector=connector)
+
+    return AiohttpTransport(client=session)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """Per-attempt limits in event-loop time (DESIGN §5 timeouts)."""
+
+    first_byte: float
+    total: float
+
+    @classmethod
+    def start(cls, settings: Settings) -> Deadline:
+        now = asyncio.get_running_loop().time()
+        total = now + settings.total_timeout
+        return cls(first_byte=min(now + settings.first_byte_timeout, total), total=total)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete non-stream answer, body as received minus leading whitespace."""
+
+    model: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """A stream committed at its first content event; `head` holds the bytes to send first."""
+
+    model: str
+    response: httpx.Response
+    chunks: AsyncIterator[bytes]
+    splitter: EventSplitter
+    head: bytes
+    deadline: Deadline
+    headers: dict[str, str]
+
+    async def aclose(self) -> None:
+        await _close(self.response)
+
+
+class OpenRouterClient:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
+        self._settings = settings
+        self._client = httpx.AsyncClient(
+            transport=transport or default_transport(),
+            timeout=httpx.Timeout(
+                None, connect=settings.connect_timeout, pool=settings.connect_timeout
+            ),
+            follow_redirects=False,
+        )
+        self._base = settings.openrouter_base_url
+        self._chat_url = httpx.URL(f"{self._base}/chat/completions")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _headers(self, client_headers: dict[str, str], request_id: str) -> dict[str, str]:
+        """DESIGN §5: the upstream key and attribution; a client's own referer and title win."""
+        settings = self._settings
+        title = (
+            client_headers.get("x-openrouter-title")
+            or client_headers.get("x-title")
+            or settings.openrouter_app_title
+        )
+        return {
+            "Authorization": f"Bearer {settings.upstream_key}",
+            "HTTP-Referer": client_headers.get("http-referer") or settings.openrouter_app_url,
+            "X-Title": title,
+            "X-OpenRouter-Title": title,
+            "Content-Type": "application/json",
+            "X-Request-Id": request_id,
+        }
+
+    async def _send(
+        self, body: bytes, headers: dict[str, str], deadline: Deadline, model: str
+    ) -> httpx.Response:
+        request = self._client.build_request("POST", self._chat_url, content=body, headers=headers)
+        try:
+            async with asyncio.timeout_at(deadline.first_byte):
+                response = await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise UpstreamTimeout(f"{model}: OpenRouter did not answer in time ({exc})") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachable(
+                f"{model}: cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: "
+                f"{exc}). Check OPENROUTER_BASE_URL and the network."
+            ) from exc
+        if response.status_code != 200:
+            try:
+                raise await self._rejection(response, deadline, model)
+            finally:
+                await _close(response)
+        return response
+
+    async def _rejection(
+        self, response: httpx.Response, deadline: Deadline, model: str
+    ) -> UpstreamError:
+        try:
+            async with asyncio.timeout_at(deadline.total):
+                body = await response.aread()
+        except (TimeoutError, httpx.HTTPError):
+            body = b""
+        return rejection(response.status_code, body, dict(response.headers), model)
+
+    async def complete(
+        self, chat: ChatRequest, model: str, client_headers: dict[str, str], request_id: str
+    ) -> Answer:
+        deadline = Deadline.start(self._settings)
+        headers = self._headers(client_headers, request_id)
+        response = await self._send(chat.body_for(model), headers, deadline, model)
+        try:
+            body = await _read_answer(response, deadline, model)
+        finally:
+            await _close(response)
+        check_answer(body, model)
+        return Answer(model=model, body=body, headers=_passed_headers(response))
+
+    async def open_stream(
+        self, chat: ChatRequest, model: str, client_headers: dict[str, str], request_id: str
+    ) -> OpenedStream:
+        deadline = Deadline.start(self._settings)
+        headers = self._headers(client_headers, request_id)
+        response = await self._send(chat.body_for(model), headers, deadline, model)
+        try:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                body = await _read_answer(response, deadline, model)
+                check_answer(body, model)
+                raise UpstreamBroken(f"{model}: OpenRouter answered a stream request with JSON")
+            chunks = response.aiter_bytes()
+            splitter = EventSplitter()
+            head = await _first_content(chunks, splitter, deadline, model)
+        except BaseException:
+            await _close(response)
+            raise
+        return OpenedStream(
+            model=model,
+            response=response,
+            chunks=chunks,
+            splitter=splitter,
+            head=head,
+            deadline=deadline,
+            headers=_passed_headers(response),
+        )
+
+    async def get_json(self, path: str, *, auth: bool) -> Any:
+        """GET a small JSON document (catalogue, key info) within connect + first-byte time."""
+        headers = {"Authorization": f"Bearer {self._settings.upstream_key}"} if auth else {}
+        try:
+            async with asyncio.timeout(
+                self._settings.connect_timeout + self._settings.first_byte_timeout
+            ):
+                response = await self._client.get(f"{self._base}{path}", headers=headers)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachable(
+                f"cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: {exc})"
+            ) from exc
+        if response.status_code != 200:
+            raise rejection(response.status_code, response.content, dict(response.headers), path)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamBroken(f"OpenRouter sent invalid JSON for GET {path}") from exc
+
+
+async def next_chunk(chunks: AsyncIterator[bytes], until: float, model: str) -> bytes | None:
+    try:
+        async with asyncio.timeout_at(until):
+            return await anext(chunks, None)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"{model}: no answer from OpenRouter in time") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamBroken(f"{model}: the connection to OpenRouter broke ({exc})") from exc
+
+
+async def _read_answer(response: httpx.Response, deadline: Deadline, model: str) -> bytes:
+    """The body minus leading whitespace; whitespace does not count as a first byte."""
+    chunks = response.aiter_bytes()
+    parts: list[bytes] = []
+    until = deadline.first_byte
+    while (chunk := await next_chunk(chunks, until, model)) is not None:
+        if not parts:
+            chunk = chunk.lstrip(_WHITESPACE)
+            if not chunk:
+                continue
+            until = deadline.total
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _first_content(
+    chunks: AsyncIterator[bytes], splitter: EventSplitter, deadline: Deadline, model: str
+) -> bytes:
+    """Read until the first content event; return held events, it, and what followed it."""
+    held: list[bytes] = []
+    while (chunk := await next_chunk(chunks, deadline.first_byte, model)) is not None:
+        events = split_events(splitter.feed(chunk))
+        for i, event in enumerate(events):
+            kind, data = classify(event)
+            if kind is Kind.KEEPALIVE:
+                continue  # nothing can be sent before the commit (DESIGN §5)
+            if kind is Kind.ERROR:
+                assert data is not None
+                raise in_band_rejection(data, model)
+            if kind is Kind.DONE:
+                raise UpstreamBroken(f"{model}: the stream ended before any content")
+            if kind is Kind.CONTENT:
+                return b"".join(held) + b"".join(events[i:])
+            held.append(event)
+    raise UpstreamBroken(f"{model}: the stream ended before any content")
+
+
+async def _close(response: httpx.Response) -> None:
+    """Close even when the request task is being cancelled (client disconnect)."""
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
+def _passed_headers(response: httpx.Response) -> dict[str, str]:
+    return {
+        name: value
+        for name in PASSED_RESPONSE_HEADERS
+        if (value := response.headers.get(name)) is not None
+    }
+
+
+def check_answer(body: bytes, model: str) -> None:
+    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1)."""
+    if not body:
+        raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamBroken(f"{model}: OpenRouter sent a cut-off or invalid answer") from exc
+    if not isinstance(data, dict):
+        raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not an object")
+    if data.get("error"):
+        raise in_band_rejection(data, model)
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list):
+        raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    if first.get("finish_reason") == "error":
+        raise in_band_rejection({"error": first.get("error") or {}}, model)
+
+
+def in_band_rejection(data: dict[str, Any], model: str) -> UpstreamRejected:
+    """An error carried by a 200 (body or SSE event): `error.code` is the real status."""
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+    return _rejected(status, error, {}, model)
+
+
+def rejection(status: int, body: bytes, headers: dict[str, str], model: str) -> UpstreamRejected:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        text = body.decode("utf-8", "replace").strip()[:200]
+        error = {"message": f"OpenRouter answered HTTP {status}" + (f": {text}" if text else "")}
+    return _rejected(status, error, headers, model)
+
+
+def _rejected(
+    status: int, error: dict[str, Any], headers: dict[str, str], model: str
+) -> UpstreamRejected:
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    # Rate-limit headers are echoed in metadata.headers on in-band errors (§4.3).
+    echoed = metadata.get("headers") if isinstance(metadata.get("headers"), dict) else {}
+    assert isinstance(echoed, dict)
+    merged = {**{k.lower(): str(v) for k, v in echoed.items()}, **headers}
+    message = str(error.get("message") or f"OpenRouter answered HTTP {status}")
+    return UpstreamRejected(status, message, metadata=metadata, upstream_headers=merged)
