@@ -126,9 +126,11 @@ class OpenRouterClient:
         try:
             async with asyncio.timeout_at(deadline.first_byte):
                 response = await self._client.send(request, stream=True)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise UpstreamTimeout(f"{model}: OpenRouter did not answer in time ({exc})") from exc
-        except httpx.HTTPError as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeout(
+                    f"{model}: OpenRouter did not answer in time ({exc})"
+                ) from exc
             raise UpstreamUnreachable(
                 f"{model}: cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: "
                 f"{exc}). Check OPENROUTER_BASE_URL and the network."
@@ -198,9 +200,9 @@ class OpenRouterClient:
                 self._settings.connect_timeout + self._settings.first_byte_timeout
             ):
                 response = await self._client.get(f"{self._base}{path}", headers=headers)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
-        except httpx.HTTPError as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
             raise UpstreamUnreachable(
                 f"cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: {exc})"
             ) from exc
@@ -257,6 +259,15 @@ async def _first_content(
                 return b"".join(held) + b"".join(events[i:])
             held.append(event)
     raise UpstreamBroken(f"{model}: the stream ended before any content")
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """httpx-aiohttp maps a refused connection to ConnectTimeout; look at the real cause."""
+    if isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
+        exc.__cause__, aiohttp.ServerTimeoutError
+    ):
+        return False
+    return isinstance(exc, TimeoutError | httpx.TimeoutException)
 
 
 async def _close(response: httpx.Response) -> None:

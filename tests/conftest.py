@@ -1,0 +1,73 @@
+"""A handful of fixtures: the fake OpenRouter and the proxy, each a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from openai import OpenAI
+
+from app.config import Settings
+from app.main import create_app
+from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter
+from tests.live_server import LiveServer
+
+CLIENT_KEY = "sk-client-secret-never-forwarded"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run anyio tests on asyncio only: the app and uvicorn target asyncio."""
+    return "asyncio"
+
+
+def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
+    """Settings for a test: no `.env`, the fake's key and address, then `overrides`."""
+    values: dict[str, Any] = {
+        "openrouter_api_key": FAKE_KEY,
+        "openrouter_base_url": f"{upstream_url}/api/v1",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def fake() -> FakeOpenRouter:
+    return FakeOpenRouter()
+
+
+@pytest.fixture
+def fake_server(fake: FakeOpenRouter) -> Iterator[LiveServer]:
+    with LiveServer(fake.app) as server:
+        yield server
+
+
+ProxyFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def start_proxy(fake_server: LiveServer) -> ProxyFactory:
+    """`with start_proxy(max_wait=0) as proxy:` a real proxy in front of the fake."""
+
+    @contextmanager
+    def start(**overrides: Any) -> Iterator[LiveServer]:
+        settings = make_settings(fake_server.url, **overrides)
+        with LiveServer(create_app(settings)) as server:
+            yield server
+
+    return start
+
+
+@pytest.fixture
+def proxy(start_proxy: ProxyFactory) -> Iterator[LiveServer]:
+    with start_proxy() as server:
+        yield server
+
+
+@pytest.fixture
+def client(proxy: LiveServer) -> Iterator[OpenAI]:
+    """The real openai SDK pointed at the proxy, with its own retries off."""
+    with OpenAI(base_url=f"{proxy.url}/v1", api_key=CLIENT_KEY, max_retries=0) as sdk:
+        yield sdk
