@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,8 @@ def serve(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, host=args.host, port=args.port)
     check_bind(settings)
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -79,7 +79,7 @@ class RateLimited(ProxyError):
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         seconds = max(1, int(retry_after + 0.999))
-        super().__init__(message, headers={"Retry-After": str(seconds)})
+        super().__init__(message, headers={"retry-after": str(seconds)})
         self.retry_after = seconds
 
 
