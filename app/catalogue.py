@@ -11,7 +11,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from app.errors import UpstreamError
+from app.errors import UpstreamBroken, UpstreamError
 from app.upstream import OpenRouterClient
 
 FRESH_SECONDS = 300
@@ -93,16 +93,21 @@ class Catalogue:
             if (fresh := self._fresh.get("models")) is not None:
                 return fresh
             try:
-                document = await self._upstream.get_json("/models", auth=False)
+                models = await self._fetch()
             except UpstreamError:
                 if self._stale is not None:
                     return self._stale
                 raise
-            entries = document.get("data") if isinstance(document, dict) else None
-            models = {
-                entry["id"]: ModelInfo(entry["id"], entry)
-                for entry in entries or ()
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str)
-            }
             self._fresh["models"] = self._stale = models
             return models
+
+    async def _fetch(self) -> dict[str, ModelInfo]:
+        document = await self._upstream.get_json("/models", auth=False)
+        entries = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise UpstreamBroken("OpenRouter's /models answer has no 'data' list")
+        return {
+            entry["id"]: ModelInfo(entry["id"], entry)
+            for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+        }
