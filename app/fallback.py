@@ -62,7 +62,9 @@ def judge(error: UpstreamError, now: float) -> Verdict:
     if status == 404 and message.startswith("No endpoints found"):
         return Verdict(Next.ANY, None)  # none that supports this request: it's not the model
     if status == 400 and "not a valid model ID" in message:
-        return Verdict(Next.ANY, Scope.MODEL, reset)  # model-specific: skip to the next
+        # Model-specific: skip to the next. Not cooled, so that asking for it again gets
+        # OpenRouter's 400 (a typo), not a 429 saying it is cooling.
+        return Verdict(Next.ANY, None)
     if status == 402:
         return Verdict(Next.FREE_ONLY, None)  # credits: another paid model won't help
     return Verdict(Next.RELAY, None)  # 400/401/403/413/422: the same input fails everywhere
