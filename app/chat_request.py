@@ -36,6 +36,10 @@ _TYPED_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+# What one image is counted as when fitting a request to a model's context length.
+IMAGE_TOKENS = 1_000
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     raw: bytes
@@ -53,16 +57,23 @@ class ChatRequest:
         body.pop("models", None)
         return orjson.dumps(body)
 
+    def _image_urls(self) -> list[str]:
+        urls: list[str] = []
+        for message in self.data["messages"]:
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    image = part.get("image_url")
+                    url = image.get("url") if isinstance(image, dict) else image
+                    urls.append(url if isinstance(url, str) else "")
+        return urls
+
     @property
     def wants_images(self) -> bool:
         """A message carries an image part, so only image-input models can answer."""
-        for message in self.data["messages"]:
-            content = message.get("content")
-            if isinstance(content, list) and any(
-                isinstance(part, dict) and part.get("type") == "image_url" for part in content
-            ):
-                return True
-        return False
+        return bool(self._image_urls())
 
     @property
     def wants_tools(self) -> bool:
@@ -70,9 +81,12 @@ class ChatRequest:
 
     @property
     def estimated_tokens(self) -> int:
-        """A cheap upper-ish estimate (4 bytes a token) plus the requested output."""
+        """A cheap estimate: 4 bytes a token for text, a flat cost per image (a base64 photo
+        is megabytes of JSON but about a thousand tokens), plus the requested output."""
+        images = self._image_urls()
+        text_bytes = len(self.raw) - sum(len(url) for url in images)
         requested = self.data.get("max_completion_tokens") or self.data.get("max_tokens") or 0
-        return len(self.raw) // 4 + int(requested)
+        return text_bytes // 4 + IMAGE_TOKENS * len(images) + int(requested)
 
 
 def parse_chat_request(raw: bytes, default_model: str) -> ChatRequest:
