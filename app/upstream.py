@@ -62,6 +62,15 @@ class Deadline:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One client request as every attempt sends it; only the model changes."""
+
+    chat: ChatRequest
+    client_headers: dict[str, str]  # the client's attribution headers, lower-case names
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A complete non-stream answer, body as received minus leading whitespace."""
 
@@ -160,12 +169,13 @@ class OpenRouterClient:
             body = b""
         return rejection(response.status_code, body, dict(response.headers), model)
 
-    async def complete(
-        self, chat: ChatRequest, model: str, client_headers: dict[str, str], request_id: str
-    ) -> Answer:
+    async def _start(self, call: Call, model: str) -> tuple[httpx.Response, Deadline]:
         deadline = Deadline.start(self._settings)
-        headers = self._headers(client_headers, request_id)
-        response = await self._send(chat.body_for(model), headers, deadline, model)
+        headers = self._headers(call.client_headers, call.request_id)
+        return await self._send(call.chat.body_for(model), headers, deadline, model), deadline
+
+    async def complete(self, call: Call, model: str) -> Answer:
+        response, deadline = await self._start(call, model)
         try:
             body = await _read_answer(response, deadline, model)
         finally:
@@ -173,12 +183,8 @@ class OpenRouterClient:
         check_answer(body, model)
         return Answer(model=model, body=body, headers=_passed_headers(response))
 
-    async def open_stream(
-        self, chat: ChatRequest, model: str, client_headers: dict[str, str], request_id: str
-    ) -> OpenedStream:
-        deadline = Deadline.start(self._settings)
-        headers = self._headers(client_headers, request_id)
-        response = await self._send(chat.body_for(model), headers, deadline, model)
+    async def open_stream(self, call: Call, model: str) -> OpenedStream:
+        response, deadline = await self._start(call, model)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 body = await _read_answer(response, deadline, model)

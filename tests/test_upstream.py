@@ -12,7 +12,7 @@ import pytest
 from app.chat_request import parse_chat_request
 from app.errors import UpstreamBroken, UpstreamRejected
 from app.streaming import StreamOutcome, relay
-from app.upstream import OpenRouterClient
+from app.upstream import Call, OpenRouterClient
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +27,7 @@ ANSWER = {
 CHAT = parse_chat_request(
     b'{"model":"a/b:free","messages":[{"role":"user","content":"x"}]}', "free"
 )
+CALL = Call(CHAT, {}, "rid")
 
 
 def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> OpenRouterClient:
@@ -48,7 +49,7 @@ def chunk(delta: dict, finish: str | None = None) -> bytes:
 
 async def test_leading_whitespace_is_tolerated_and_dropped():
     upstream = client_for(lambda r: httpx.Response(200, content=b"\n \n" + orjson.dumps(ANSWER)))
-    answer = await upstream.complete(CHAT, "a/b:free", {}, "rid")
+    answer = await upstream.complete(CALL, "a/b:free")
     assert orjson.loads(answer.body) == ANSWER
 
 
@@ -75,7 +76,7 @@ async def test_leading_whitespace_is_tolerated_and_dropped():
 async def test_a_200_without_a_usable_answer_is_a_failed_attempt(body, error, status):
     upstream = client_for(lambda r: httpx.Response(200, content=body))
     with pytest.raises(error) as raised:
-        await upstream.complete(CHAT, "a/b:free", {}, "rid")
+        await upstream.complete(CALL, "a/b:free")
     if status is not None:
         assert raised.value.status == status
 
@@ -95,7 +96,7 @@ async def test_error_status_keeps_message_metadata_and_rate_limit_headers():
         lambda r: httpx.Response(429, json=body, headers={"X-RateLimit-Reset": "1700000000000"})
     )
     with pytest.raises(UpstreamRejected) as raised:
-        await upstream.complete(CHAT, "a/b:free", {}, "rid")
+        await upstream.complete(CALL, "a/b:free")
     error = raised.value
     assert error.status == 429 and error.status_code == 429
     assert error.body()["error"]["metadata"]["raw"].endswith("rate-limited upstream")
@@ -105,7 +106,7 @@ async def test_error_status_keeps_message_metadata_and_rate_limit_headers():
 async def test_non_json_error_pages_are_described():
     upstream = client_for(lambda r: httpx.Response(502, content=b"<html>Bad gateway</html>"))
     with pytest.raises(UpstreamRejected) as raised:
-        await upstream.complete(CHAT, "a/b:free", {}, "rid")
+        await upstream.complete(CALL, "a/b:free")
     assert raised.value.status_code == 502
     assert "Bad gateway" in raised.value.message
 
@@ -116,7 +117,7 @@ async def test_stream_commits_at_first_content_with_the_role_chunk_held():
     upstream = client_for(
         lambda r: sse(b": OPENROUTER PROCESSING\n\n", role, b": OPENROUTER PROCESSING\n\n", text)
     )
-    opened = await upstream.open_stream(CHAT, "a/b:free", {}, "rid")
+    opened = await upstream.open_stream(CALL, "a/b:free")
     assert opened.head == role + text
     await opened.aclose()
 
@@ -138,12 +139,12 @@ async def test_stream_commits_at_first_content_with_the_role_chunk_held():
 async def test_stream_failures_before_content_are_failed_attempts(events, error):
     upstream = client_for(lambda r: sse(*events))
     with pytest.raises(error):
-        await upstream.open_stream(CHAT, "a/b:free", {}, "rid")
+        await upstream.open_stream(CALL, "a/b:free")
 
 
 async def collect(upstream: OpenRouterClient) -> tuple[bytes, StreamOutcome]:
     outcomes: list[StreamOutcome] = []
-    opened = await upstream.open_stream(CHAT, "a/b:free", {}, "rid")
+    opened = await upstream.open_stream(CALL, "a/b:free")
     body = b"".join([part async for part in relay(opened, outcomes.append)])
     return body, outcomes[0]
 

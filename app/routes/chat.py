@@ -15,7 +15,7 @@ from app.deps import services_of
 from app.errors import ProxyError, UpstreamKeyMissing
 from app.request_log import log_request
 from app.streaming import EventStreamResponse, StreamOutcome, relay
-from app.upstream import Answer, OpenedStream
+from app.upstream import Answer, Call, OpenedStream
 
 router = APIRouter(tags=["chat"])
 
@@ -38,24 +38,14 @@ async def chat_completions(request: Request) -> Response:
             )
         candidates = await services.router.candidates(chat)
         attribution = {h: v for h in _CLIENT_ATTRIBUTION if (v := request.headers.get(h))}
+        call = Call(chat, attribution, request_id)
         if chat.stream:
             opened = await services.attempts.first_success(
-                candidates,
-                partial(
-                    services.upstream.open_stream,
-                    chat,
-                    client_headers=attribution,
-                    request_id=request_id,
-                ),
-                request.is_disconnected,
+                candidates, partial(services.upstream.open_stream, call), request.is_disconnected
             )
             return _stream_response(chat, opened, request_id, started)
         answer = await services.attempts.first_success(
-            candidates,
-            partial(
-                services.upstream.complete, chat, client_headers=attribution, request_id=request_id
-            ),
-            request.is_disconnected,
+            candidates, partial(services.upstream.complete, call), request.is_disconnected
         )
     except ClientGone:
         return Response(status_code=499)
