@@ -1,0 +1,1 @@
+"""Benchmark suite: a fast fake OpenRouter, floors, a load generator and the runner."""
