@@ -79,14 +79,16 @@ async def relay(
         outcome.scan(opened.head)
         yield opened.head
         while not outcome.done:
-            chunk = await next_chunk(opened.chunks, opened.deadline.total, opened.model)
+            chunk = await next_chunk(opened.reader, opened.model)
             if chunk is None:
                 break
             block = opened.splitter.feed(chunk)
             if block:
                 outcome.scan(block)
                 yield block
-        if not outcome.done:
+        if outcome.done:
+            await opened.drain()
+        else:
             if outcome.error is None:
                 failure = UpstreamBroken(
                     f"{opened.model}: OpenRouter ended the stream before it finished"

@@ -9,6 +9,7 @@ comments never extend a deadline (openrouter-api.md §7, §10.7).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from app.chat_request import ChatRequest
 from app.config import Settings
+from app.deadlines import Deadline, DeadlineReader
 from app.errors import (
     UpstreamBroken,
     UpstreamError,
@@ -34,6 +36,8 @@ from app.sse import EventSplitter, Kind, classify, split_events
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
 _WHITESPACE = b" \t\r\n"
+# How long a stream may take to end after `data: [DONE]` before its connection is dropped.
+_DRAIN_SECONDS = 1.0
 
 
 def default_transport() -> httpx.AsyncBaseTransport:
@@ -45,20 +49,6 @@ def default_transport() -> httpx.AsyncBaseTransport:
         return aiohttp.ClientSession(connector=connector)
 
     return AiohttpTransport(client=session)
-
-
-@dataclass(frozen=True, slots=True)
-class Deadline:
-    """Per-attempt limits in event-loop time (DESIGN §5 timeouts)."""
-
-    first_byte: float
-    total: float
-
-    @classmethod
-    def start(cls, settings: Settings) -> Deadline:
-        now = asyncio.get_running_loop().time()
-        total = now + settings.total_timeout
-        return cls(first_byte=min(now + settings.first_byte_timeout, total), total=total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +75,21 @@ class OpenedStream:
 
     model: str
     response: httpx.Response
-    chunks: AsyncIterator[bytes]
+    reader: DeadlineReader  # under the total deadline
     splitter: EventSplitter
     head: bytes
-    deadline: Deadline
     headers: dict[str, str]
 
+    async def drain(self) -> None:
+        """Read the body's end after `[DONE]`: a response closed before its last chunk
+        costs its connection, and a new TCP connection per stream (bench/README.md)."""
+        self.reader.extend_to(asyncio.get_running_loop().time() + _DRAIN_SECONDS)
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            while await self.reader.next() is not None:
+                pass
+
     async def aclose(self) -> None:
+        self.reader.close()
         await _close(self.response)
 
 
@@ -129,6 +127,8 @@ class OpenRouterClient:
             "X-OpenRouter-Title": title,
             "Content-Type": "application/json",
             "X-Request-Id": request_id,
+            # Uncompressed: SSE must not wait for a compressor, and bodies are small.
+            "Accept-Encoding": "identity",
         }
 
     async def _send(
@@ -190,19 +190,23 @@ class OpenRouterClient:
                 body = await _read_answer(response, deadline, model)
                 check_answer(body, model)
                 raise UpstreamBroken(f"{model}: OpenRouter answered a stream request with JSON")
-            chunks = response.aiter_bytes()
+            reader = DeadlineReader(body_chunks(response), deadline.first_byte)
             splitter = EventSplitter()
-            head = await _first_content(chunks, splitter, deadline, model)
+            try:
+                head = await _first_content(reader, splitter, model)
+            except BaseException:
+                reader.close()
+                raise
+            reader.extend_to(deadline.total)
         except BaseException:
             await _close(response)
             raise
         return OpenedStream(
             model=model,
             response=response,
-            chunks=chunks,
+            reader=reader,
             splitter=splitter,
             head=head,
-            deadline=deadline,
             headers=_passed_headers(response),
         )
 
@@ -228,10 +232,20 @@ class OpenRouterClient:
             raise UpstreamBroken(f"OpenRouter sent invalid JSON for GET {path}") from exc
 
 
-async def next_chunk(chunks: AsyncIterator[bytes], until: float, model: str) -> bytes | None:
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as the transport yields it: httpx's decoding and chunking layers cost a
+    tenth of a relayed stream's CPU, and nothing is encoded since we ask for identity."""
+    stream = response.stream
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity" and isinstance(stream, httpx.AsyncByteStream):
+        return aiter(stream)
+    return response.aiter_bytes()
+
+
+async def next_chunk(reader: DeadlineReader, model: str) -> bytes | None:
+    """The next chunk, with transport errors and the deadline mapped to UpstreamError."""
     try:
-        async with asyncio.timeout_at(until):
-            return await anext(chunks, None)
+        return await reader.next()
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{model}: no answer from OpenRouter in time") from exc
     except httpx.HTTPError as exc:
@@ -240,25 +254,25 @@ async def next_chunk(chunks: AsyncIterator[bytes], until: float, model: str) -> 
 
 async def _read_answer(response: httpx.Response, deadline: Deadline, model: str) -> bytes:
     """The body minus leading whitespace; whitespace does not count as a first byte."""
-    chunks = response.aiter_bytes()
+    reader = DeadlineReader(body_chunks(response), deadline.first_byte)
     parts: list[bytes] = []
-    until = deadline.first_byte
-    while (chunk := await next_chunk(chunks, until, model)) is not None:
-        if not parts:
-            chunk = chunk.lstrip(_WHITESPACE)
-            if not chunk:
-                continue
-            until = deadline.total
-        parts.append(chunk)
+    try:
+        while (chunk := await next_chunk(reader, model)) is not None:
+            if not parts:
+                chunk = chunk.lstrip(_WHITESPACE)
+                if not chunk:
+                    continue
+                reader.extend_to(deadline.total)
+            parts.append(chunk)
+    finally:
+        reader.close()
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _first_content(
-    chunks: AsyncIterator[bytes], splitter: EventSplitter, deadline: Deadline, model: str
-) -> bytes:
+async def _first_content(reader: DeadlineReader, splitter: EventSplitter, model: str) -> bytes:
     """Read until the first content event; return held events, it, and what followed it."""
     held: list[bytes] = []
-    while (chunk := await next_chunk(chunks, deadline.first_byte, model)) is not None:
+    while (chunk := await next_chunk(reader, model)) is not None:
         events = split_events(splitter.feed(chunk))
         for i, event in enumerate(events):
             kind, data = classify(event)
