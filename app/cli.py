@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> None:
 async def _check(settings: Settings) -> list[str]:
     if settings.upstream_key is None:
         raise CommandError("OPENROUTER_API_KEY is not set: chat will answer 503 until it is")
-    client = OpenRouterClient(settings, None)
+    client = OpenRouterClient(settings)
     try:
         catalogue = await client.get_json("/models", auth=False)
         models = catalogue.get("data") or []
@@ -114,7 +114,7 @@ def _model_rows(settings: Settings) -> list[dict[str, Any]]:
         pass
 
     async def upstream() -> list[dict[str, Any]]:
-        client = OpenRouterClient(settings, None)
+        client = OpenRouterClient(settings)
         try:
             document = await client.get_json("/models", auth=False)
         finally:

@@ -18,6 +18,7 @@ from app.deps import Services
 from app.errors import install_error_handlers
 from app.routes import chat, health, models
 from app.routing import Router
+from app.transport import HttpxTransport
 from app.upstream import OpenRouterClient
 
 
@@ -31,7 +32,7 @@ def create_app(
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
     clock = clock or time.time
-    upstream = OpenRouterClient(settings, transport)
+    upstream = OpenRouterClient(settings, HttpxTransport(transport) if transport else None)
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns()
     services = Services(

@@ -1,5 +1,6 @@
 """The one client of OpenRouter: builds each attempt, enforces its deadlines, and maps
-httpx exceptions and error bodies to `UpstreamError` subclasses (the only place that does).
+transport exceptions and error bodies to `UpstreamError` subclasses (the only place that
+does).
 
 An attempt succeeds only with a usable answer: a JSON body with `choices` and no error
 (non-stream), or a first content event (stream, DESIGN §5). Whitespace and `:` keep-alive
@@ -10,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anyio
-import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from app.chat_request import ChatRequest
 from app.config import Settings
@@ -32,23 +29,13 @@ from app.errors import (
     UpstreamUnreachable,
 )
 from app.sse import EventSplitter, Kind, classify, split_events
+from app.transport import AiohttpTransport, Transport, UpstreamResponse
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
 _WHITESPACE = b" \t\r\n"
 # How long a stream may take to end after `data: [DONE]` before its connection is dropped.
 _DRAIN_SECONDS = 1.0
-
-
-def default_transport() -> httpx.AsyncBaseTransport:
-    """httpx on aiohttp: the proxy's per-request cost is half that of httpx's own pool
-    (bench/README.md, "Transport choice"). No connection cap: 1,000 idle streams must fit."""
-
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context())
-        return aiohttp.ClientSession(connector=connector)
-
-    return AiohttpTransport(client=session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +61,7 @@ class OpenedStream:
     """A stream committed at its first content event; `head` holds the bytes to send first."""
 
     model: str
-    response: httpx.Response
+    response: UpstreamResponse
     reader: DeadlineReader  # under the total deadline
     splitter: EventSplitter
     head: bytes
@@ -84,7 +71,7 @@ class OpenedStream:
         """Read the body's end after `[DONE]`: a response closed before its last chunk
         costs its connection, and a new TCP connection per stream (bench/README.md)."""
         self.reader.extend_to(asyncio.get_running_loop().time() + _DRAIN_SECONDS)
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        with contextlib.suppress(TimeoutError, ConnectionError):
             while await self.reader.next() is not None:
                 pass
 
@@ -94,23 +81,14 @@ class OpenedStream:
 
 
 class OpenRouterClient:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         self._settings = settings
-        self._transport = transport or default_transport()
-        self._client = httpx.AsyncClient(
-            transport=self._transport,
-            timeout=httpx.Timeout(
-                None, connect=settings.connect_timeout, pool=settings.connect_timeout
-            ),
-            follow_redirects=False,
-        )
+        self._transport = transport or AiohttpTransport()
         self._base = settings.openrouter_base_url
-        self._chat_url = httpx.URL(f"{self._base}/chat/completions")
-        timeout = {"connect": settings.connect_timeout, "pool": settings.connect_timeout}
-        self._extensions = {"timeout": {**timeout, "read": None, "write": None}}
+        self._chat_url = f"{self._base}/chat/completions"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def _headers(self, client_headers: dict[str, str], request_id: str) -> dict[str, str]:
         """DESIGN §5: the upstream key and attribution; a client's own referer and title win."""
@@ -131,28 +109,33 @@ class OpenRouterClient:
             "Accept-Encoding": "identity",
         }
 
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, until: float
+    ) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout_at(until):
+                return await self._transport.request(
+                    method, url, headers, body, self._settings.connect_timeout
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"OpenRouter did not answer {method} {url} in time") from exc
+        except ConnectionError as exc:
+            raise UpstreamUnreachable(
+                f"cannot reach OpenRouter at {self._base} ({exc}). "
+                "Check OPENROUTER_BASE_URL and the network."
+            ) from exc
+
     async def _send(
         self, body: bytes, headers: dict[str, str], deadline: Deadline, model: str
-    ) -> httpx.Response:
-        # Straight to the transport: AsyncClient.send's cookie jar, auth and redirect layers
-        # cost a third of the proxy's per-request CPU and do nothing for one fixed POST
-        # (bench/README.md, "Profile"). Upstream cookies are never kept, on purpose.
-        request = httpx.Request(
-            "POST", self._chat_url, headers=headers, content=body, extensions=self._extensions
-        )
+    ) -> UpstreamResponse:
         try:
-            async with asyncio.timeout_at(deadline.first_byte):
-                response = await self._transport.handle_async_request(request)
-        except (TimeoutError, httpx.HTTPError) as exc:
-            if _is_timeout(exc):
-                raise UpstreamTimeout(
-                    f"{model}: OpenRouter did not answer in time ({exc})"
-                ) from exc
-            raise UpstreamUnreachable(
-                f"{model}: cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: "
-                f"{exc}). Check OPENROUTER_BASE_URL and the network."
-            ) from exc
-        if response.status_code != 200:
+            response = await self._request(
+                "POST", self._chat_url, headers, body, deadline.first_byte
+            )
+        except UpstreamError as error:
+            error.message = f"{model}: {error.message}"
+            raise
+        if response.status != 200:
             try:
                 raise await self._rejection(response, deadline, model)
             finally:
@@ -160,16 +143,16 @@ class OpenRouterClient:
         return response
 
     async def _rejection(
-        self, response: httpx.Response, deadline: Deadline, model: str
+        self, response: UpstreamResponse, deadline: Deadline, model: str
     ) -> UpstreamError:
         try:
             async with asyncio.timeout_at(deadline.total):
-                body = await response.aread()
-        except (TimeoutError, httpx.HTTPError):
+                body = await response.read()
+        except (TimeoutError, ConnectionError):
             body = b""
-        return rejection(response.status_code, body, dict(response.headers), model)
+        return rejection(response.status, body, dict(response.headers), model)
 
-    async def _start(self, call: Call, model: str) -> tuple[httpx.Response, Deadline]:
+    async def _start(self, call: Call, model: str) -> tuple[UpstreamResponse, Deadline]:
         deadline = Deadline.start(self._settings)
         headers = self._headers(call.client_headers, call.request_id)
         return await self._send(call.chat.body_for(model), headers, deadline, model), deadline
@@ -190,7 +173,7 @@ class OpenRouterClient:
                 body = await _read_answer(response, deadline, model)
                 check_answer(body, model)
                 raise UpstreamBroken(f"{model}: OpenRouter answered a stream request with JSON")
-            reader = DeadlineReader(body_chunks(response), deadline.first_byte)
+            reader = DeadlineReader(response.chunks(), deadline.first_byte)
             splitter = EventSplitter()
             try:
                 head = await _first_content(reader, splitter, model)
@@ -213,33 +196,25 @@ class OpenRouterClient:
     async def get_json(self, path: str, *, auth: bool) -> Any:
         """GET a small JSON document (catalogue, key info) within connect + first-byte time."""
         headers = {"Authorization": f"Bearer {self._settings.upstream_key}"} if auth else {}
+        settings = self._settings
+        until = asyncio.get_running_loop().time() + settings.connect_timeout
+        until += settings.first_byte_timeout
+        response = await self._request("GET", f"{self._base}{path}", headers, None, until)
         try:
-            async with asyncio.timeout(
-                self._settings.connect_timeout + self._settings.first_byte_timeout
-            ):
-                response = await self._client.get(f"{self._base}{path}", headers=headers)
-        except (TimeoutError, httpx.HTTPError) as exc:
-            if _is_timeout(exc):
-                raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
-            raise UpstreamUnreachable(
-                f"cannot reach OpenRouter at {self._base} ({exc.__class__.__name__}: {exc})"
-            ) from exc
-        if response.status_code != 200:
-            raise rejection(response.status_code, response.content, dict(response.headers), path)
+            async with asyncio.timeout_at(until):
+                body = await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
+        except ConnectionError as exc:
+            raise UpstreamBroken(f"the connection broke during GET {path} ({exc})") from exc
+        finally:
+            await _close(response)
+        if response.status != 200:
+            raise rejection(response.status, body, dict(response.headers), path)
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamBroken(f"OpenRouter sent invalid JSON for GET {path}") from exc
-
-
-def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as the transport yields it: httpx's decoding and chunking layers cost a
-    tenth of a relayed stream's CPU, and nothing is encoded since we ask for identity."""
-    stream = response.stream
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity" and isinstance(stream, httpx.AsyncByteStream):
-        return aiter(stream)
-    return response.aiter_bytes()
 
 
 async def next_chunk(reader: DeadlineReader, model: str) -> bytes | None:
@@ -248,13 +223,13 @@ async def next_chunk(reader: DeadlineReader, model: str) -> bytes | None:
         return await reader.next()
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{model}: no answer from OpenRouter in time") from exc
-    except httpx.HTTPError as exc:
+    except ConnectionError as exc:
         raise UpstreamBroken(f"{model}: the connection to OpenRouter broke ({exc})") from exc
 
 
-async def _read_answer(response: httpx.Response, deadline: Deadline, model: str) -> bytes:
+async def _read_answer(response: UpstreamResponse, deadline: Deadline, model: str) -> bytes:
     """The body minus leading whitespace; whitespace does not count as a first byte."""
-    reader = DeadlineReader(body_chunks(response), deadline.first_byte)
+    reader = DeadlineReader(response.chunks(), deadline.first_byte)
     parts: list[bytes] = []
     try:
         while (chunk := await next_chunk(reader, model)) is not None:
@@ -289,22 +264,13 @@ async def _first_content(reader: DeadlineReader, splitter: EventSplitter, model:
     raise UpstreamBroken(f"{model}: the stream ended before any content")
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    """httpx-aiohttp maps a refused connection to ConnectTimeout; look at the real cause."""
-    if isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
-        exc.__cause__, aiohttp.ServerTimeoutError
-    ):
-        return False
-    return isinstance(exc, TimeoutError | httpx.TimeoutException)
-
-
-async def _close(response: httpx.Response) -> None:
+async def _close(response: UpstreamResponse) -> None:
     """Close even when the request task is being cancelled (client disconnect)."""
     with anyio.CancelScope(shield=True):
         await response.aclose()
 
 
-def _passed_headers(response: httpx.Response) -> dict[str, str]:
+def _passed_headers(response: UpstreamResponse) -> dict[str, str]:
     return {
         name: value
         for name in PASSED_RESPONSE_HEADERS

@@ -17,6 +17,7 @@ from app.catalogue import Catalogue
 from app.chat_request import parse_chat_request
 from app.cooldowns import MemoryCooldowns
 from app.routing import Router
+from app.transport import HttpxTransport
 from app.upstream import OpenRouterClient
 from tests.conftest import make_settings
 from tests.fake_openrouter import CATALOGUE
@@ -59,7 +60,7 @@ async def router_for(
         return httpx.Response(200, json={"data": entries, "links": {"next": None}})
 
     config = make_settings("http://fake.invalid", **settings)
-    upstream = OpenRouterClient(config, httpx.MockTransport(models))
+    upstream = OpenRouterClient(config, HttpxTransport(httpx.MockTransport(models)))
     cooldowns = MemoryCooldowns()
     try:
         yield Router(config, Catalogue(upstream, lambda: 1_800_000_000.0), cooldowns), cooldowns

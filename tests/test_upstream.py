@@ -12,6 +12,7 @@ import pytest
 from app.chat_request import parse_chat_request
 from app.errors import UpstreamBroken, UpstreamRejected
 from app.streaming import StreamOutcome, relay
+from app.transport import HttpxTransport
 from app.upstream import Call, OpenRouterClient
 from tests.conftest import make_settings
 
@@ -31,7 +32,7 @@ CALL = Call(CHAT, {}, "rid")
 
 
 def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> OpenRouterClient:
-    return OpenRouterClient(make_settings(), httpx.MockTransport(handler))
+    return OpenRouterClient(make_settings(), HttpxTransport(httpx.MockTransport(handler)))
 
 
 def sse(*events: bytes) -> httpx.Response:

@@ -1,0 +1,159 @@
+"""How bytes reach OpenRouter: a two-method seam, as httpx's transports are.
+
+Production talks raw aiohttp: httpx's request and response models cost about half of the
+proxy's CPU per request even on an aiohttp transport (bench/README.md, "Transport
+choice"). Tests keep swapping the upstream with any `httpx.AsyncBaseTransport`
+(`MockTransport`, respx, `ASGITransport`) through `HttpxTransport`.
+
+Both map their library's exceptions to the built-in ones the proxy understands:
+`TimeoutError` (connect timeout), `ConnectionError` (cannot connect, or the connection
+broke while reading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, unchanged."""
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None:
+        """Give the connection back, or drop it when the body was not read to its end."""
+
+
+class Transport(Protocol):
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_timeout: float,
+    ) -> UpstreamResponse:
+        """Send a request; return once the response head has arrived."""
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """One aiohttp session for the process, created in the serving loop on first use."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9).
+        connector = aiohttp.TCPConnector(limit=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_timeout: float,
+    ) -> UpstreamResponse:
+        session = self._session or self._open()
+        timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
+        try:
+            response = await session.request(
+                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+            )
+        except TimeoutError as exc:  # aiohttp's connect timeouts are TimeoutErrors
+            raise TimeoutError(str(exc) or "connect timeout") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response", "status", "headers")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.content.iter_any():
+                yield data
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def aclose(self) -> None:
+        self._response.release()  # closes the connection if the body was not all read
+
+
+class HttpxTransport:
+    """Any httpx transport behind the proxy's seam: what tests inject."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_timeout: float,
+    ) -> UpstreamResponse:
+        timeouts = {"connect": connect_timeout, "pool": connect_timeout, "read": None}
+        request = httpx.Request(
+            method, url, headers=headers, content=body, extensions={"timeout": timeouts}
+        )
+        try:
+            response = await self._transport.handle_async_request(request)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(str(exc) or "connect timeout") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "status", "headers")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.aiter_bytes():
+                yield data
+        except httpx.HTTPError as exc:
+            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
