@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from app import __version__
@@ -104,6 +103,8 @@ def check(args: argparse.Namespace) -> None:
 
 def _model_rows(settings: Settings) -> list[dict[str, Any]]:
     """Ask the running proxy (it knows cooldowns); else the upstream catalogue."""
+    import httpx  # only this command needs a synchronous client
+
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     try:
         response = httpx.get(f"http://{host}:{settings.port}/v1/models", timeout=3)

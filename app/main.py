@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-import httpx
 from fastapi import FastAPI
 
 from app import __version__
@@ -18,8 +18,11 @@ from app.deps import Services
 from app.errors import install_error_handlers
 from app.routes import chat, health, models
 from app.routing import Router
-from app.transport import HttpxTransport
+from app.transport import Transport
 from app.upstream import OpenRouterClient
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def create_app(
@@ -32,7 +35,7 @@ def create_app(
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
     clock = clock or time.time
-    upstream = OpenRouterClient(settings, HttpxTransport(transport) if transport else None)
+    upstream = OpenRouterClient(settings, _wrap(transport))
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns()
     services = Services(
@@ -64,3 +67,11 @@ def create_app(
     app.include_router(models.router)
     app.include_router(health.router)
     return app
+
+
+def _wrap(transport: httpx.AsyncBaseTransport | None) -> Transport | None:
+    if transport is None:
+        return None  # production: raw aiohttp (app/transport.py)
+    from app.httpx_transport import HttpxTransport
+
+    return HttpxTransport(transport)

@@ -3,7 +3,7 @@
 Production talks raw aiohttp: httpx's request and response models cost about half of the
 proxy's CPU per request even on an aiohttp transport (bench/README.md, "Transport
 choice"). Tests keep swapping the upstream with any `httpx.AsyncBaseTransport`
-(`MockTransport`, respx, `ASGITransport`) through `HttpxTransport`.
+(`MockTransport`, respx, `ASGITransport`) through `app.httpx_transport.HttpxTransport`.
 
 Both map their library's exceptions to the built-in ones the proxy understands:
 `TimeoutError` (connect timeout), `ConnectionError` (cannot connect, or the connection
@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
-import httpx
 
 
 class UpstreamResponse(Protocol):
@@ -105,55 +104,3 @@ class _AiohttpResponse:
 
     async def aclose(self) -> None:
         self._response.release()  # closes the connection if the body was not all read
-
-
-class HttpxTransport:
-    """Any httpx transport behind the proxy's seam: what tests inject."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        connect_timeout: float,
-    ) -> UpstreamResponse:
-        timeouts = {"connect": connect_timeout, "pool": connect_timeout, "read": None}
-        request = httpx.Request(
-            method, url, headers=headers, content=body, extensions={"timeout": timeouts}
-        )
-        try:
-            response = await self._transport.handle_async_request(request)
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(str(exc) or "connect timeout") from exc
-        except httpx.HTTPError as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
-        return _HttpxResponse(response)
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-
-class _HttpxResponse:
-    __slots__ = ("_response", "status", "headers")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._response.aiter_bytes():
-                yield data
-        except httpx.HTTPError as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
-    async def aclose(self) -> None:
-        await self._response.aclose()

@@ -16,8 +16,8 @@ import pytest
 from app.catalogue import Catalogue
 from app.chat_request import parse_chat_request
 from app.cooldowns import MemoryCooldowns
+from app.httpx_transport import HttpxTransport
 from app.routing import Router
-from app.transport import HttpxTransport
 from app.upstream import OpenRouterClient
 from tests.conftest import make_settings
 from tests.fake_openrouter import CATALOGUE

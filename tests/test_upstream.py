@@ -11,8 +11,8 @@ import pytest
 
 from app.chat_request import parse_chat_request
 from app.errors import UpstreamBroken, UpstreamRejected
+from app.httpx_transport import HttpxTransport
 from app.streaming import StreamOutcome, relay
-from app.transport import HttpxTransport
 from app.upstream import Call, OpenRouterClient
 from tests.conftest import make_settings
 
