@@ -55,8 +55,5 @@ class _HttpxResponse:
         except httpx.HTTPError as exc:
             raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
 
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -9,9 +9,8 @@ event, OpenAI-shaped so SDKs raise it, followed by `[DONE]`.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -33,16 +32,17 @@ class StreamOutcome:
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     cancelled: bool = False
-    events: int = 0
-    first_byte_at: float = field(default_factory=time.monotonic)
 
     def scan(self, block: bytes) -> None:
         """Look only at events that can matter; content deltas are skipped unparsed."""
-        if b"[DONE]" not in block and b'"error"' not in block and b'"usage"' not in block:
-            if b'"finish_reason":"' in block or b'"finish_reason": "' in block:
-                self._scan_events(block)
-            return
-        self._scan_events(block)
+        if (
+            b"[DONE]" in block
+            or b'"error"' in block
+            or b'"usage"' in block
+            or b'"finish_reason":"' in block
+            or b'"finish_reason": "' in block
+        ):
+            self._scan_events(block)
 
     def _scan_events(self, block: bytes) -> None:
         for event in split_events(block):

@@ -25,10 +25,12 @@ class UpstreamResponse(Protocol):
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, unchanged."""
 
-    async def read(self) -> bytes: ...
-
     async def aclose(self) -> None:
         """Give the connection back, or drop it when the body was not read to its end."""
+
+
+async def read_all(response: UpstreamResponse) -> bytes:
+    return b"".join([chunk async for chunk in response.chunks()])
 
 
 class Transport(Protocol):
@@ -98,9 +100,6 @@ class _AiohttpResponse:
                 yield data
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
 
     async def aclose(self) -> None:
         self._response.release()  # closes the connection if the body was not all read

@@ -18,18 +18,18 @@ from typing import Any
 import anyio
 import orjson
 
+from app.answers import check_answer, in_band_rejection, rejection
 from app.chat_request import ChatRequest
 from app.config import Settings
 from app.deadlines import Deadline, DeadlineReader
 from app.errors import (
     UpstreamBroken,
     UpstreamError,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from app.sse import EventSplitter, Kind, classify, split_events
-from app.transport import AiohttpTransport, Transport, UpstreamResponse
+from app.transport import AiohttpTransport, Transport, UpstreamResponse, read_all
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
@@ -147,7 +147,7 @@ class OpenRouterClient:
     ) -> UpstreamError:
         try:
             async with asyncio.timeout_at(deadline.total):
-                body = await response.read()
+                body = await read_all(response)
         except (TimeoutError, ConnectionError):
             body = b""
         return rejection(response.status, body, dict(response.headers), model)
@@ -202,7 +202,7 @@ class OpenRouterClient:
         response = await self._request("GET", f"{self._base}{path}", headers, None, until)
         try:
             async with asyncio.timeout_at(until):
-                body = await response.read()
+                body = await read_all(response)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"OpenRouter did not answer GET {path} in time") from exc
         except ConnectionError as exc:
@@ -276,57 +276,3 @@ def _passed_headers(response: UpstreamResponse) -> dict[str, str]:
         for name in PASSED_RESPONSE_HEADERS
         if (value := response.headers.get(name)) is not None
     }
-
-
-def check_answer(body: bytes, model: str) -> None:
-    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1)."""
-    if not body:
-        raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamBroken(f"{model}: OpenRouter sent a cut-off or invalid answer") from exc
-    if not isinstance(data, dict):
-        raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not an object")
-    if data.get("error"):
-        raise in_band_rejection(data, model)
-    choices = data.get("choices")
-    if not choices or not isinstance(choices, list):
-        raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
-    first = choices[0] if isinstance(choices[0], dict) else {}
-    if first.get("finish_reason") == "error":
-        raise in_band_rejection({"error": first.get("error") or {}}, model)
-
-
-def in_band_rejection(data: dict[str, Any], model: str) -> UpstreamRejected:
-    """An error carried by a 200 (body or SSE event): `error.code` is the real status."""
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
-    assert isinstance(error, dict)
-    code = error.get("code")
-    status = code if isinstance(code, int) and 400 <= code < 600 else 502
-    return _rejected(status, error, {}, model)
-
-
-def rejection(status: int, body: bytes, headers: dict[str, str], model: str) -> UpstreamRejected:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        text = body.decode("utf-8", "replace").strip()[:200]
-        error = {"message": f"OpenRouter answered HTTP {status}" + (f": {text}" if text else "")}
-    return _rejected(status, error, headers, model)
-
-
-def _rejected(
-    status: int, error: dict[str, Any], headers: dict[str, str], model: str
-) -> UpstreamRejected:
-    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
-    assert isinstance(metadata, dict)
-    # Rate-limit headers are echoed in metadata.headers on in-band errors (§4.3).
-    echoed = metadata.get("headers") if isinstance(metadata.get("headers"), dict) else {}
-    assert isinstance(echoed, dict)
-    merged = {**{k.lower(): str(v) for k, v in echoed.items()}, **headers}
-    message = str(error.get("message") or f"OpenRouter answered HTTP {status}")
-    return UpstreamRejected(status, message, metadata=metadata, upstream_headers=merged)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.answers import in_band_rejection, rejection
 from app.errors import (
     UpstreamBroken,
     UpstreamError,
@@ -26,7 +27,6 @@ from app.fallback import (
     cooldown_until,
     judge,
 )
-from app.upstream import in_band_rejection, rejection
 from tests import fake_openrouter as fake
 
 NOW = 1_790_000_000.5  # mid-day, mid-minute: 2026-09-21 14:13:20.5 UTC

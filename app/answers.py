@@ -1,0 +1,65 @@
+"""What OpenRouter's answers mean: which 200s are usable, and how an error body, with an
+HTTP error status or inside a 200 (openrouter-api.md §4, §7), becomes `UpstreamRejected`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.errors import UpstreamBroken, UpstreamRejected
+
+
+def check_answer(body: bytes, model: str) -> None:
+    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1)."""
+    if not body:
+        raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamBroken(f"{model}: OpenRouter sent a cut-off or invalid answer") from exc
+    if not isinstance(data, dict):
+        raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not an object")
+    if data.get("error"):
+        raise in_band_rejection(data, model)
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list):
+        raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    if first.get("finish_reason") == "error":
+        raise in_band_rejection({"error": first.get("error") or {}}, model)
+
+
+def in_band_rejection(data: dict[str, Any], model: str) -> UpstreamRejected:
+    """An error carried by a 200 (body or SSE event): `error.code` is the real status."""
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+    return _rejected(status, error, {}, model)
+
+
+def rejection(status: int, body: bytes, headers: dict[str, str], model: str) -> UpstreamRejected:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        text = body.decode("utf-8", "replace").strip()[:200]
+        error = {"message": f"OpenRouter answered HTTP {status}" + (f": {text}" if text else "")}
+    return _rejected(status, error, headers, model)
+
+
+def _rejected(
+    status: int, error: dict[str, Any], headers: dict[str, str], model: str
+) -> UpstreamRejected:
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    # Rate-limit headers are echoed in metadata.headers on in-band errors (§4.3).
+    echoed = metadata.get("headers") if isinstance(metadata.get("headers"), dict) else {}
+    assert isinstance(echoed, dict)
+    merged = {**{k.lower(): str(v) for k, v in echoed.items()}, **headers}
+    message = str(error.get("message") or f"OpenRouter answered HTTP {status}")
+    return UpstreamRejected(status, message, metadata=metadata, upstream_headers=merged)
