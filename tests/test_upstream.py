@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from app.chat_request import parse_chat_request
-from app.errors import UpstreamBroken, UpstreamRejected
+from app.errors import UpstreamBroken, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from app.httpx_transport import HttpxTransport
 from app.streaming import StreamOutcome, relay
 from app.upstream import Call, OpenRouterClient
@@ -180,3 +180,20 @@ async def test_mid_stream_error_event_is_relayed_once_then_done():
     body, outcome = await collect(client_for(lambda r: sse(chunk({"content": "Hi"}), failure)))
     assert body == chunk({"content": "Hi"}) + failure + b"data: [DONE]\n\n"
     assert outcome.error == {"code": 502, "message": "Provider disconnected"}
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "status"),
+    [
+        (httpx.ConnectTimeout("connect timed out"), UpstreamTimeout, 504),
+        (httpx.ConnectError("connection refused"), UpstreamUnreachable, 502),
+    ],
+)
+async def test_connect_failures_are_timeouts_or_unreachable(raised, error, status):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise raised
+
+    with pytest.raises(error) as caught:
+        await client_for(handler).complete(CALL, "a/b:free")
+    assert caught.value.status_code == status
+    assert caught.value.message.startswith("a/b:free: ")

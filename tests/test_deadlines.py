@@ -1,0 +1,63 @@
+"""DeadlineReader: one timer per attempt, and the reading task is left healthy after it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.deadlines import DeadlineReader
+
+pytestmark = pytest.mark.anyio
+
+
+async def chunks(*delays: float) -> AsyncIterator[bytes]:
+    for i, delay in enumerate(delays):
+        await asyncio.sleep(delay)
+        yield b"%d" % i
+
+
+def soon(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_reads_until_the_end_within_the_deadline():
+    reader = DeadlineReader(chunks(0, 0.01, 0), soon(1))
+    assert [await reader.next() for _ in range(4)] == [b"0", b"1", b"2", None]
+    reader.close()
+
+
+async def test_a_read_pending_at_the_deadline_raises_timeout_and_the_task_goes_on():
+    reader = DeadlineReader(chunks(0, 5), soon(0.05))
+    assert await reader.next() == b"0"
+    with pytest.raises(TimeoutError):
+        await reader.next()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # not cancelled again
+
+
+async def test_a_deadline_passed_between_reads_raises_on_the_next_read():
+    reader = DeadlineReader(chunks(0, 0), soon(0.02))
+    assert await reader.next() == b"0"
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        await reader.next()
+
+
+async def test_extend_to_moves_the_deadline():
+    reader = DeadlineReader(chunks(0.1), soon(0.05))
+    reader.extend_to(soon(1))
+    assert await reader.next() == b"0"
+    reader.close()
+
+
+async def test_an_outside_cancellation_is_not_mistaken_for_the_deadline():
+    reader = DeadlineReader(chunks(5), soon(10))
+    task = asyncio.ensure_future(reader.next())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    reader.close()
