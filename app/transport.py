@@ -12,6 +12,8 @@ broke while reading).
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -47,11 +49,22 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+def proxy_for(url: str) -> str | None:
+    """The `HTTPS_PROXY`/`HTTP_PROXY` for `url` unless `NO_PROXY` exempts its host. Read
+    once: the upstream is one fixed host, and aiohttp's trust_env re-reads the environment
+    on every request."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class AiohttpTransport:
     """One aiohttp session for the process, created in the serving loop on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._proxy = proxy
 
     def _open(self) -> aiohttp.ClientSession:
         # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9).
@@ -73,7 +86,13 @@ class AiohttpTransport:
         timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
         try:
             response = await session.request(
-                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                method,
+                url,
+                headers=headers,
+                data=body,
+                timeout=timeout,
+                allow_redirects=False,
+                proxy=self._proxy,
             )
         except TimeoutError as exc:  # aiohttp's connect timeouts are TimeoutErrors
             raise TimeoutError(str(exc) or "connect timeout") from exc

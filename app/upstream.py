@@ -29,7 +29,7 @@ from app.errors import (
     UpstreamUnreachable,
 )
 from app.sse import EventSplitter, Kind, classify, split_events
-from app.transport import AiohttpTransport, Transport, UpstreamResponse, read_all
+from app.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
@@ -83,8 +83,8 @@ class OpenedStream:
 class OpenRouterClient:
     def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         self._settings = settings
-        self._transport = transport or AiohttpTransport()
         self._base = settings.openrouter_base_url
+        self._transport = transport or AiohttpTransport(proxy_for(self._base))
         self._chat_url = f"{self._base}/chat/completions"
 
     async def aclose(self) -> None:
