@@ -49,12 +49,18 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "::1"})
+
+
 def proxy_for(url: str) -> str | None:
-    """The `HTTPS_PROXY`/`HTTP_PROXY` for `url` unless `NO_PROXY` exempts its host. Read
-    once: the upstream is one fixed host, and aiohttp's trust_env re-reads the environment
-    on every request."""
+    """The `HTTPS_PROXY`/`HTTP_PROXY` for `url` unless `NO_PROXY` exempts its host (or it is
+    this machine). Read once: the upstream is one fixed host, and aiohttp's trust_env
+    re-reads the environment on every request."""
     parts = urllib.parse.urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+    host = parts.hostname
+    if not host or host in _LOOPBACK_NAMES or host.startswith("127."):
+        return None
+    if urllib.request.proxy_bypass(host):
         return None
     return urllib.request.getproxies().get(parts.scheme)
 

@@ -44,5 +44,6 @@ def test_upstream_requests_go_through_the_configured_proxy(
 def test_no_proxy_exempts_the_upstream_host(no_proxy_env):
     no_proxy_env.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert proxy_for("https://openrouter.ai/api/v1") == "http://proxy.example:3128"
+    assert proxy_for("http://127.0.0.1:8090/api/v1") is None  # a local fake: never proxied
     no_proxy_env.setenv("NO_PROXY", "openrouter.ai")
     assert proxy_for("https://openrouter.ai/api/v1") is None
