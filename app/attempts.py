@@ -91,7 +91,7 @@ class Attempts:
                 continue
             await self._cooldowns.succeeded(model, time.monotonic() - started)
             return Served(result, model, tried)
-        raise _with_attempts(await self._exhausted(candidates, last, tried), tried)
+        raise _with_attempts(await self._exhausted(candidates, last), tried)
 
     async def _cool(self, model: str, error: UpstreamError) -> Next:
         now = self._clock()
@@ -110,9 +110,7 @@ class Attempts:
             info = None
         return info.is_free if info is not None else is_free_variant(model)
 
-    async def _exhausted(
-        self, candidates: Sequence[str], last: UpstreamError | None, tried: int
-    ) -> ProxyError:
+    async def _exhausted(self, candidates: Sequence[str], last: UpstreamError | None) -> ProxyError:
         """No candidate left: say which models are cooling and when they are back."""
         now = self._clock()
         cooling = await self._cooldowns.cooling(candidates, now)
@@ -123,7 +121,7 @@ class Attempts:
         if len(candidates) > 1:
             last.message = (
                 f"All {len(candidates)} candidate models failed or are cooling "
-                f"({', '.join(candidates)}); the last error was: {last.message}"
+                f"({_some(candidates)}); the last error was: {last.message}"
             )
         return last
 
@@ -131,10 +129,13 @@ class Attempts:
 def _cooling_error(cooling: dict[str, float], now: float, last: UpstreamError | None) -> ProxyError:
     """429 with `Retry-After`; a relayed upstream 429 keeps its metadata (`raw` and all)."""
     soonest = min(cooling.values())
-    listing = "; ".join(
-        f"{model} in {_duration(until - now)} (at {time.strftime('%H:%M:%S', time.gmtime(until))}"
-        " UTC)"
-        for model, until in sorted(cooling.items(), key=lambda item: item[1])
+    listing = _some(
+        [
+            f"{model} in {_duration(until - now)} "
+            f"(at {time.strftime('%H:%M:%S', time.gmtime(until))} UTC)"
+            for model, until in sorted(cooling.items(), key=lambda item: item[1])
+        ],
+        sep="; ",
     )
     said = f" OpenRouter said: {last.message.strip()}" if last is not None else ""
     limited = RateLimited(
@@ -147,6 +148,12 @@ def _cooling_error(cooling: dict[str, float], now: float, last: UpstreamError | 
         last.headers.update(limited.headers)
         return last
     return limited
+
+
+def _some(items: Sequence[str], sep: str = ", ", most: int = 8) -> str:
+    """A readable list: a `free` pool can hold dozens of models."""
+    shown = sep.join(items[:most])
+    return shown if len(items) <= most else f"{shown}{sep}and {len(items) - most} more"
 
 
 def _duration(seconds: float) -> str:
