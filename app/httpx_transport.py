@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-from app.transport import UpstreamResponse
+from app.transport import UpstreamResponse, broken
 
 
 class HttpxTransport:
@@ -33,7 +33,7 @@ class HttpxTransport:
         except httpx.TimeoutException as exc:
             raise TimeoutError(str(exc) or "connect timeout") from exc
         except httpx.HTTPError as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+            raise broken(exc) from exc
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:
@@ -53,7 +53,7 @@ class _HttpxResponse:
             async for data in self._response.aiter_bytes():
                 yield data
         except httpx.HTTPError as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+            raise broken(exc) from exc
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -31,6 +31,11 @@ class UpstreamResponse(Protocol):
         """Give the connection back, or drop it when the body was not read to its end."""
 
 
+def broken(exc: BaseException) -> ConnectionError:
+    """A library's connection failure as the built-in the proxy understands."""
+    return ConnectionError(str(exc) or exc.__class__.__name__)
+
+
 async def read_all(response: UpstreamResponse) -> bytes:
     return b"".join([chunk async for chunk in response.chunks()])
 
@@ -103,7 +108,7 @@ class AiohttpTransport:
         except TimeoutError as exc:  # aiohttp's connect timeouts are TimeoutErrors
             raise TimeoutError(str(exc) or "connect timeout") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+            raise broken(exc) from exc
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
@@ -124,7 +129,7 @@ class _AiohttpResponse:
             async for data in self._response.content.iter_any():
                 yield data
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionError(str(exc) or exc.__class__.__name__) from exc
+            raise broken(exc) from exc
 
     async def aclose(self) -> None:
         self._response.release()  # closes the connection if the body was not all read
