@@ -81,10 +81,6 @@ class Catalogue:
         self._stale: dict[str, ModelInfo] | None = None
         self._lock = asyncio.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._stale is not None
-
     async def models(self) -> dict[str, ModelInfo]:
         """Id -> model. Raises UpstreamError only when it has never been fetched."""
         if (fresh := self._fresh.get("models")) is not None:
