@@ -151,6 +151,16 @@ _PROVIDERS = {
     "anthropic": "Anthropic",
 }
 
+# Model ids of CATALOGUE, named once for every test.
+SCOUT = "meta-llama/llama-4-scout:free"
+MISTRAL = "mistralai/mistral-small-3.1-24b-instruct:free"  # image input, tools
+DEEPSEEK = "deepseek/deepseek-chat-v3-0324:free"
+R1 = "deepseek/deepseek-r1:free"
+QWEN = "qwen/qwen3-coder:free"
+GEMMA = "google/gemma-3-27b-it:free"  # image input, 8k context
+OPTIMUS = "openrouter/optimus-alpha"  # zero-priced stealth model, no `:free` suffix
+SCOUT_PAID = "meta-llama/llama-4-scout"  # the cheapest priced chat model
+
 # ---------------------------------------------------------------------------------------------
 # Behaviours
 # ---------------------------------------------------------------------------------------------

@@ -11,10 +11,9 @@ from openai import APIStatusError, OpenAI
 
 from app.main import create_app
 from tests.conftest import ProxyFactory, make_settings
-from tests.fake_openrouter import FakeOpenRouter, Stall
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, Stall
 from tests.live_server import LiveServer
 
-SCOUT = "meta-llama/llama-4-scout:free"
 HELLO = [{"role": "user", "content": "hi"}]
 
 

@@ -21,7 +21,15 @@ from openai import OpenAI
 from app.main import create_app
 from tests.conftest import CLIENT_KEY, ProxyFactory, make_settings
 from tests.fake_openrouter import (
+    DEEPSEEK,
     FAKE_KEY,
+    GEMMA,
+    MISTRAL,
+    OPTIMUS,
+    QWEN,
+    R1,
+    SCOUT,
+    SCOUT_PAID,
     Behaviour,
     CutOff,
     Drop,
@@ -47,16 +55,8 @@ from tests.fake_openrouter import (
 )
 from tests.live_server import LiveServer
 
-SCOUT = "meta-llama/llama-4-scout:free"
-MISTRAL = "mistralai/mistral-small-3.1-24b-instruct:free"
-DEEPSEEK = "deepseek/deepseek-chat-v3-0324:free"
-R1 = "deepseek/deepseek-r1:free"
-QWEN = "qwen/qwen3-coder:free"
-GEMMA = "google/gemma-3-27b-it:free"
-OPTIMUS = "openrouter/optimus-alpha"  # zero-priced stealth model, no `:free` suffix
 GPT = "openai/gpt-4o-mini"
 HAIKU = "anthropic/claude-3.5-haiku"
-SCOUT_PAID = "meta-llama/llama-4-scout"  # the cheapest priced chat model in the fake catalogue
 
 FREE_VARIANTS = [SCOUT, MISTRAL, DEEPSEEK, R1, QWEN, GEMMA]
 FREE_POOL = [*FREE_VARIANTS, OPTIMUS]

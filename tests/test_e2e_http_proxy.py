@@ -8,10 +8,8 @@ import pytest
 from app.main import create_app
 from app.transport import proxy_for
 from tests.conftest import make_settings
-from tests.fake_openrouter import FakeOpenRouter, Reply
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply
 from tests.live_server import LiveServer
-
-SCOUT = "meta-llama/llama-4-scout:free"
 
 
 @pytest.fixture

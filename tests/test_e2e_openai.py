@@ -7,10 +7,9 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from tests.conftest import CLIENT_KEY
-from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter, Reply
+from tests.fake_openrouter import FAKE_KEY, SCOUT, FakeOpenRouter, Reply
 from tests.live_server import LiveServer
 
-SCOUT = "meta-llama/llama-4-scout:free"
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 

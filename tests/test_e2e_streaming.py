@@ -7,11 +7,23 @@ import time
 import httpx
 from openai import OpenAI
 
-from tests.fake_openrouter import FakeOpenRouter, Reply
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply
 from tests.live_server import LiveServer
 
-SCOUT = "meta-llama/llama-4-scout:free"
 HELLO = [{"role": "user", "content": "hi"}]
+
+
+def leave_after_first_content(proxy: LiveServer, marker: str) -> None:
+    """Stream from the proxy, then hang up as soon as a line containing `marker` arrives."""
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": SCOUT, "messages": HELLO, "stream": True},
+    ) as response:
+        for line in response.iter_lines():
+            if marker in line:
+                return
+    raise AssertionError(f"the stream ended without {marker}")
 
 
 def test_first_content_chunk_arrives_before_upstream_sends_the_second(
@@ -35,15 +47,8 @@ def test_client_closing_mid_stream_closes_the_upstream_within_a_second(
     proxy: LiveServer, fake: FakeOpenRouter
 ):
     fake.script(SCOUT, Reply(content="x" * 40, chunks=40, chunk_delay=0.2))
-    with httpx.stream(
-        "POST",
-        f"{proxy.url}/v1/chat/completions",
-        json={"model": SCOUT, "messages": HELLO, "stream": True},
-    ) as response:
-        for line in response.iter_lines():
-            if '"content":"x' in line:
-                break
-        closed_at = time.monotonic()
+    leave_after_first_content(proxy, '"content":"x')
+    closed_at = time.monotonic()
     assert fake.closed_event.wait(timeout=1.0)
     assert time.monotonic() - closed_at < 1.0
     (sent,) = fake.chat_requests()
@@ -55,12 +60,5 @@ def test_client_closing_during_a_silent_upstream_still_closes_it(
     proxy: LiveServer, fake: FakeOpenRouter
 ):
     fake.script(SCOUT, Reply(content="ab", chunks=2, chunk_delay=5.0))
-    with httpx.stream(
-        "POST",
-        f"{proxy.url}/v1/chat/completions",
-        json={"model": SCOUT, "messages": HELLO, "stream": True},
-    ) as response:
-        for line in response.iter_lines():
-            if '"content":"a' in line:
-                break
+    leave_after_first_content(proxy, '"content":"a')
     assert fake.closed_event.wait(timeout=1.0)

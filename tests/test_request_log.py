@@ -11,10 +11,9 @@ import pytest
 from app.main import create_app
 from app.request_log import configure_logging
 from tests.conftest import CLIENT_KEY, make_settings
-from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter, Reply, bad_request_400
+from tests.fake_openrouter import FAKE_KEY, SCOUT, FakeOpenRouter, Reply, bad_request_400
 
 pytestmark = pytest.mark.anyio
-SCOUT = "meta-llama/llama-4-scout:free"
 PROMPT = "my very private prompt"
 
 

@@ -20,20 +20,22 @@ from app.httpx_transport import HttpxTransport
 from app.routing import Router
 from app.upstream import OpenRouterClient
 from tests.conftest import make_settings
-from tests.fake_openrouter import CATALOGUE
+from tests.fake_openrouter import (
+    CATALOGUE,
+    DEEPSEEK,
+    GEMMA,
+    MISTRAL,
+    OPTIMUS,
+    QWEN,
+    R1,
+    SCOUT,
+    SCOUT_PAID,
+)
 
 pytestmark = pytest.mark.anyio
 
-SCOUT = "meta-llama/llama-4-scout:free"
-MISTRAL = "mistralai/mistral-small-3.1-24b-instruct:free"
-DEEPSEEK = "deepseek/deepseek-chat-v3-0324:free"
-R1 = "deepseek/deepseek-r1:free"
-QWEN = "qwen/qwen3-coder:free"
-GEMMA = "google/gemma-3-27b-it:free"
-OPTIMUS = "openrouter/optimus-alpha"
 GPT = "openai/gpt-4o-mini"
 HAIKU = "anthropic/claude-3.5-haiku"
-SCOUT_PAID = "meta-llama/llama-4-scout"
 # Every free chat model of the fake catalogue, `:free` or merely zero-priced.
 FREE_POOL = {SCOUT, MISTRAL, DEEPSEEK, R1, QWEN, GEMMA, OPTIMUS}
 HELLO = [{"role": "user", "content": "hi"}]
