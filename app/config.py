@@ -81,6 +81,50 @@ class Settings(BaseSettings):
     total_timeout: float = _setting(
         "PROXY_TOTAL_TIMEOUT", 600.0, "Seconds for a whole attempt, stream included.", gt=0
     )
+    stream_first_token_timeout: float = _setting(
+        "PROXY_STREAM_FIRST_TOKEN_TIMEOUT",
+        15.0,
+        "Seconds a stream may go without content before moving on, while another candidate "
+        "remains (the last candidate gets PROXY_FIRST_BYTE_TIMEOUT).",
+        gt=0,
+    )
+    stream_idle_timeout: float = _setting(
+        "PROXY_STREAM_IDLE_TIMEOUT",
+        60.0,
+        "Seconds without a data event after the first content before a stream is ended.",
+        gt=0,
+    )
+    max_attempts: int = _setting(
+        "PROXY_MAX_ATTEMPTS", 10, "Upstream attempts one request may make.", ge=1
+    )
+    redis_url: str | None = _setting(
+        "PROXY_REDIS_URL", None, "Shared state for several replicas (next release)."
+    )
+    admin_key: SecretStr | None = _setting(
+        "PROXY_ADMIN_KEY", None, "Bearer for /admin/*; admin routes are off when unset."
+    )
+    cache: Literal["off", "deterministic", "all"] = _setting(
+        "PROXY_CACHE", "deterministic", "`off`, `deterministic` (temperature 0 or seed), `all`."
+    )
+    cache_ttl: float = _setting("PROXY_CACHE_TTL", 3600.0, "Seconds a cached answer lives.", gt=0)
+    cache_max_mb: float = _setting(
+        "PROXY_CACHE_MAX_MB", 256.0, "Bound on the cache's measured size in MiB.", ge=0
+    )
+    cache_scope: Literal["key", "global"] = _setting(
+        "PROXY_CACHE_SCOPE", "key", "`key`: entries private to a client key; `global`: shared."
+    )
+    upstream_rpm: int = _setting(
+        "PROXY_UPSTREAM_RPM", 20, "Free-model requests per minute the account allows.", ge=1
+    )
+    upstream_rpd: int = _setting(
+        "PROXY_UPSTREAM_RPD", 50, "Free-model requests per day the account allows.", ge=1
+    )
+    cors_origins: str = _setting(
+        "PROXY_CORS_ORIGINS", "", "Browser origins allowed to call the proxy (comma list or *)."
+    )
+    allowed_hosts: str = _setting(
+        "PROXY_ALLOWED_HOSTS", "", "Extra Host names accepted besides loopback and the bind host."
+    )
     max_body_mb: float = _setting(
         "PROXY_MAX_BODY_MB", 20.0, "Largest accepted request body in MiB.", gt=0
     )
@@ -102,7 +146,14 @@ class Settings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("log_format", "log_level", mode="before")
+    @field_validator("admin_key", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("log_format", "log_level", "cache", "cache_scope", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
