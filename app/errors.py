@@ -192,7 +192,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             return error_response(
-                NotFound("Unknown route. The proxy serves /v1/chat/completions and /v1/models.")
+                NotFound(
+                    "Unknown route. The proxy serves /v1/chat/completions, /v1/responses, "
+                    "/v1/messages, /v1/embeddings, /v1/completions and /v1/models."
+                )
             )
         error = ProxyError(str(exc.detail))
         error.status_code = exc.status_code

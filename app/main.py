@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from app import __version__
+from app.api import health, models
+from app.api.routes import add_inference_routes
 from app.attempts import Attempts
 from app.catalogue import Catalogue
 from app.config import Settings, load_settings
 from app.cooldowns import MemoryCooldowns
 from app.deps import Services
 from app.errors import install_error_handlers
-from app.routes import chat, health, models
 from app.routing import Router
 from app.transport import Transport
 from app.upstream import OpenRouterClient
@@ -63,7 +64,7 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    app.include_router(chat.router)
+    add_inference_routes(app)
     app.include_router(models.router)
     app.include_router(health.router)
     return app

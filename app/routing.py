@@ -8,9 +8,9 @@ that model; a chain keyed by an alias (`fast`) stands in its place.
 from __future__ import annotations
 
 from app.catalogue import Catalogue, ModelInfo
-from app.chat_request import ChatRequest
 from app.config import Settings
 from app.cooldowns import CooldownStore
+from app.request import Needs, ParsedRequest
 
 FREE = "free"
 # With PROXY_ALLOW_PAID, `free` may end with at most this many priced models (DESIGN §6).
@@ -36,36 +36,36 @@ class Router:
     def chain(self, name: str) -> list[str] | None:
         return self._chains.get(name)
 
-    async def candidates(self, chat: ChatRequest) -> list[str]:
-        names = [chat.model, *chat.models]
+    async def candidates(self, request: ParsedRequest) -> list[str]:
+        names = [request.model, *request.models]
         if not self._needs_expansion(names):
             return list(dict.fromkeys(names))  # the common case: no catalogue, no awaits
         ordered: list[str] = []
         for name in names:
-            ordered.extend(await self._expand(name, chat, seen=set()))
+            ordered.extend(await self._expand(name, request.needs, seen=set()))
         return list(dict.fromkeys(ordered))
 
     def _needs_expansion(self, names: list[str]) -> bool:
         return any(name == FREE or name in self._chains for name in names)
 
-    async def _expand(self, name: str, chat: ChatRequest, seen: set[str]) -> list[str]:
+    async def _expand(self, name: str, needs: Needs, seen: set[str]) -> list[str]:
         if name in seen:  # a chain naming itself, directly or not
             return []
         seen = seen | {name}
         if name == FREE:
-            return await self.free_pool(chat)
+            return await self.free_pool(needs)
         chain = self._chains.get(name)
         if chain is None:
             return [name]
         expanded = [name] if is_model_id(name) else []
         for entry in chain:
-            expanded.extend(await self._expand(entry, chat, seen))
+            expanded.extend(await self._expand(entry, needs, seen))
         return expanded
 
-    async def free_pool(self, chat: ChatRequest | None) -> list[str]:
+    async def free_pool(self, needs: Needs | None) -> list[str]:
         """Free chat models that fit the request, best first; then, if allowed, paid ones."""
         models = await self._catalogue.models()
-        fitting = [m for m in models.values() if m.is_text_chat and _fits(m, chat)]
+        fitting = [m for m in models.values() if m.is_text_chat and _fits(m, needs)]
         free = [m.id for m in fitting if m.is_free and not m.is_router]
         pool = await self._cooldowns.rank(free)
         if self._allow_paid:
@@ -77,12 +77,12 @@ class Router:
         return pool
 
 
-def _fits(model: ModelInfo, chat: ChatRequest | None) -> bool:
-    if chat is None:
+def _fits(model: ModelInfo, needs: Needs | None) -> bool:
+    if needs is None:
         return True
-    if chat.wants_images and not model.accepts_images:
+    if needs.images and not model.accepts_images:
         return False
-    if chat.wants_tools and not model.supports_tools:
+    if needs.tools and not model.supports_tools:
         return False
     context = model.context_length
-    return context is None or chat.estimated_tokens <= context
+    return context is None or needs.tokens <= context

@@ -14,66 +14,63 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
-from app.sse import DONE_EVENT, Kind, classify, split_events
+from app.request import Dialect, Usage
+from app.sse import DONE_EVENT, Kind, split_events
 from app.upstream import OpenedStream, next_chunk
+
+# Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
+# every dialect: usage, errors, the end, and each API's finishing event.
+_MARKERS = (
+    b"[DONE]",
+    b'"error"',
+    b'"usage"',
+    b'"finish_reason":"',
+    b'"finish_reason": "',
+    b"response.completed",
+    b"response.incomplete",
+    b"message_stop",
+)
 
 
 @dataclass(slots=True)
 class StreamOutcome:
-    """What the side-scan saw; read by logging now, by usage and cache later."""
+    """What the side-scan saw; read by logging, usage and the cache."""
 
+    dialect: Dialect
     done: bool = False
     error: dict[str, Any] | None = None
-    usage: dict[str, Any] | None = None
-    finish_reason: str | None = None
+    usage: Usage | None = None
+    finished: bool = False
     cancelled: bool = False
 
     def scan(self, block: bytes) -> None:
-        """Look only at events that can matter; content deltas are skipped unparsed."""
-        if (
-            b"[DONE]" in block
-            or b'"error"' in block
-            or b'"usage"' in block
-            or b'"finish_reason":"' in block
-            or b'"finish_reason": "' in block
-        ):
+        """Look only at events that can matter."""
+        if any(marker in block for marker in _MARKERS):
             self._scan_events(block)
 
     def _scan_events(self, block: bytes) -> None:
         for event in split_events(block):
-            kind, data = classify(event)
+            kind, data = self.dialect.classify(event)
             if kind is Kind.DONE:
                 self.done = True
             elif data is not None:
                 if kind is Kind.ERROR:
-                    self.error = data.get("error")
-                if isinstance(data.get("usage"), dict):
-                    self.usage = data["usage"]
-                for choice in data.get("choices") or ():
-                    if isinstance(choice, dict) and choice.get("finish_reason"):
-                        self.finish_reason = choice["finish_reason"]
-
-
-def error_event(error: UpstreamError, model: str) -> bytes:
-    """One chunk with a top-level OpenAI-shaped `error` and a terminating choice."""
-    chunk = {
-        "object": "chat.completion.chunk",
-        "model": model,
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-        **error.body(),
-    }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    error = data.get("error")
+                    self.error = error if isinstance(error, dict) else {"message": str(error)}
+                if (usage := self.dialect.usage(data)) is not None:
+                    self.usage = usage
+                if self.dialect.finished(data):
+                    self.finished = True
 
 
 async def relay(
-    opened: OpenedStream, on_finish: Callable[[StreamOutcome], None]
+    opened: OpenedStream, dialect: Dialect, on_finish: Callable[[StreamOutcome], None]
 ) -> AsyncIterator[bytes]:
-    outcome = StreamOutcome()
+    outcome = StreamOutcome(dialect)
     try:
         outcome.scan(opened.head)
         yield opened.head
@@ -93,15 +90,16 @@ async def relay(
                     f"{opened.model}: OpenRouter ended the stream before it finished"
                 )
                 outcome.error = failure.body()["error"]
-                yield error_event(failure, opened.model)
-            yield DONE_EVENT
+                yield dialect.error_event(failure, opened.model)
+            else:
+                yield DONE_EVENT
     except UpstreamError as exc:
         if isinstance(exc, UpstreamTimeout):
             exc = UpstreamTimeout(
                 f"{opened.model}: the stream passed PROXY_TOTAL_TIMEOUT and was cut off"
             )
         outcome.error = exc.body()["error"]
-        yield error_event(exc, opened.model) + DONE_EVENT
+        yield dialect.error_event(exc, opened.model)
     except (asyncio.CancelledError, GeneratorExit):
         outcome.cancelled = True
         raise

@@ -18,8 +18,7 @@ from typing import Any
 import anyio
 import orjson
 
-from app.answers import check_answer, in_band_rejection, rejection
-from app.chat_request import ChatRequest
+from app.answers import rejection
 from app.config import Settings
 from app.deadlines import Deadline, DeadlineReader
 from app.errors import (
@@ -28,7 +27,8 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from app.sse import EventSplitter, Kind, classify, split_events
+from app.request import Dialect, ParsedRequest
+from app.sse import EventSplitter, Kind, split_events
 from app.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
@@ -42,8 +42,8 @@ _DRAIN_SECONDS = 1.0
 class Call:
     """One client request as every attempt sends it; only the model changes."""
 
-    chat: ChatRequest
-    client_headers: dict[str, str]  # the client's attribution headers, lower-case names
+    request: ParsedRequest
+    client_headers: dict[str, str]  # the client's forwarded headers, lower-case names
     request_id: str
 
 
@@ -85,7 +85,6 @@ class OpenRouterClient:
         self._settings = settings
         self._base = settings.openrouter_base_url
         self._transport = transport or AiohttpTransport(proxy_for(self._base))
-        self._chat_url = f"{self._base}/chat/completions"
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -99,6 +98,7 @@ class OpenRouterClient:
             or settings.openrouter_app_title
         )
         return {
+            **client_headers,
             "Authorization": f"Bearer {settings.upstream_key}",
             "HTTP-Referer": client_headers.get("http-referer") or settings.openrouter_app_url,
             "X-Title": title,
@@ -126,12 +126,10 @@ class OpenRouterClient:
             ) from exc
 
     async def _send(
-        self, body: bytes, headers: dict[str, str], deadline: Deadline, model: str
+        self, url: str, body: bytes, headers: dict[str, str], deadline: Deadline, model: str
     ) -> UpstreamResponse:
         try:
-            response = await self._request(
-                "POST", self._chat_url, headers, body, deadline.first_byte
-            )
+            response = await self._request("POST", url, headers, body, deadline.first_byte)
         except UpstreamError as error:
             error.message = f"{model}: {error.message}"
             raise
@@ -155,7 +153,9 @@ class OpenRouterClient:
     async def _start(self, call: Call, model: str) -> tuple[UpstreamResponse, Deadline]:
         deadline = Deadline.start(self._settings)
         headers = self._headers(call.client_headers, call.request_id)
-        return await self._send(call.chat.body_for(model), headers, deadline, model), deadline
+        url = self._base + call.request.dialect.upstream_path
+        body = call.request.body_for(model)
+        return await self._send(url, body, headers, deadline, model), deadline
 
     async def complete(self, call: Call, model: str) -> Answer:
         response, deadline = await self._start(call, model)
@@ -163,20 +163,21 @@ class OpenRouterClient:
             body = await _read_answer(response, deadline, model)
         finally:
             await _close(response)
-        check_answer(body, model)
+        call.request.dialect.check_answer(body, model)
         return Answer(model=model, body=body, headers=_passed_headers(response))
 
     async def open_stream(self, call: Call, model: str) -> OpenedStream:
+        dialect = call.request.dialect
         response, deadline = await self._start(call, model)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 body = await _read_answer(response, deadline, model)
-                check_answer(body, model)
+                dialect.check_answer(body, model)
                 raise UpstreamBroken(f"{model}: OpenRouter answered a stream request with JSON")
             reader = DeadlineReader(response.chunks(), deadline.first_byte)
             splitter = EventSplitter()
             try:
-                head = await _first_content(reader, splitter, model)
+                head = await _first_content(reader, splitter, model, dialect)
             except BaseException:
                 reader.close()
                 raise
@@ -192,6 +193,21 @@ class OpenRouterClient:
             head=head,
             headers=_passed_headers(response),
         )
+
+    async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]:
+        """POST a small request outside the attempts walk (count_tokens): status and body."""
+        settings = self._settings
+        until = asyncio.get_running_loop().time() + settings.connect_timeout
+        until += settings.first_byte_timeout
+        headers = self._headers({}, request_id)
+        response = await self._request("POST", f"{self._base}{path}", headers, body, until)
+        try:
+            async with asyncio.timeout_at(until):
+                return response.status, await read_all(response)
+        except (TimeoutError, ConnectionError) as exc:
+            raise UpstreamBroken(f"POST {path} did not complete ({exc})") from exc
+        finally:
+            await _close(response)
 
     async def get_json(self, path: str, *, auth: bool) -> Any:
         """GET a small JSON document (catalogue, key info) within connect + first-byte time."""
@@ -244,18 +260,20 @@ async def _read_answer(response: UpstreamResponse, deadline: Deadline, model: st
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _first_content(reader: DeadlineReader, splitter: EventSplitter, model: str) -> bytes:
+async def _first_content(
+    reader: DeadlineReader, splitter: EventSplitter, model: str, dialect: Dialect
+) -> bytes:
     """Read until the first content event; return held events, it, and what followed it."""
     held: list[bytes] = []
     while (chunk := await next_chunk(reader, model)) is not None:
         events = split_events(splitter.feed(chunk))
         for i, event in enumerate(events):
-            kind, data = classify(event)
+            kind, data = dialect.classify(event)
             if kind is Kind.KEEPALIVE:
                 continue  # nothing can be sent before the commit (DESIGN §5)
             if kind is Kind.ERROR:
                 assert data is not None
-                raise in_band_rejection(data, model)
+                raise dialect.rejection(data, model)
             if kind is Kind.DONE:
                 raise UpstreamBroken(f"{model}: the stream ended before any content")
             if kind is Kind.CONTENT:

@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from app.api.chat import CHAT as CHAT_DIALECT
 from app.catalogue import Catalogue
-from app.chat_request import parse_chat_request
 from app.cooldowns import MemoryCooldowns
 from app.httpx_transport import HttpxTransport
 from app.routing import Router
@@ -80,7 +80,7 @@ async def candidates(
     request = {"messages": HELLO, **body, **({"model": model} if model else {})}
     async with router_for(catalogue, chains=chains or {}, allow_paid=allow_paid) as (router, _):
         with anyio.fail_after(2):  # a chain that loops must not hang the router
-            return await router.candidates(parse_chat_request(orjson.dumps(request), "free"))
+            return await router.candidates(CHAT_DIALECT.parse(orjson.dumps(request), "free"))
 
 
 def priced(model_id: str, prompt: str, completion: str) -> dict[str, Any]:
@@ -219,7 +219,7 @@ async def test_free_puts_proven_models_first_and_failing_ones_last():
         await cooldowns.succeeded(QWEN, 0.2)
         await cooldowns.succeeded(R1, 0.1)
         await cooldowns.failed(SCOUT)
-        chat = parse_chat_request(orjson.dumps({"model": "free", "messages": HELLO}), "free")
+        chat = CHAT_DIALECT.parse(orjson.dumps({"model": "free", "messages": HELLO}), "free")
         found = await router.candidates(chat)
     assert found[:2] == [R1, QWEN]
     assert found[-1] == SCOUT

@@ -9,9 +9,10 @@ import httpx
 import orjson
 import pytest
 
-from app.chat_request import parse_chat_request
+from app.api.chat import CHAT as CHAT_DIALECT
 from app.errors import UpstreamBroken, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from app.httpx_transport import HttpxTransport
+from app.request import Usage
 from app.streaming import StreamOutcome, relay
 from app.upstream import Call, OpenRouterClient
 from tests.conftest import make_settings
@@ -25,7 +26,7 @@ ANSWER = {
         {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
     ],
 }
-CHAT = parse_chat_request(
+CHAT = CHAT_DIALECT.parse(
     b'{"model":"a/b:free","messages":[{"role":"user","content":"x"}]}', "free"
 )
 CALL = Call(CHAT, {}, "rid")
@@ -146,7 +147,7 @@ async def test_stream_failures_before_content_are_failed_attempts(events, error)
 async def collect(upstream: OpenRouterClient) -> tuple[bytes, StreamOutcome]:
     outcomes: list[StreamOutcome] = []
     opened = await upstream.open_stream(CALL, "a/b:free")
-    body = b"".join([part async for part in relay(opened, outcomes.append)])
+    body = b"".join([part async for part in relay(opened, CHAT_DIALECT, outcomes.append)])
     return body, outcomes[0]
 
 
@@ -154,13 +155,13 @@ async def test_relay_passes_bytes_through_and_reads_usage_on_the_side():
     events = [
         chunk({"content": "Hi"}),
         chunk({}, "stop"),
-        b'data: {"choices":[],"usage":{"total_tokens":7}}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"cost":0}}\n\n',
         b"data: [DONE]\n\n",
     ]
     body, outcome = await collect(client_for(lambda r: sse(*events)))
     assert body == b"".join(events)
-    assert outcome.done and outcome.usage == {"total_tokens": 7}
-    assert outcome.finish_reason == "stop" and outcome.error is None
+    assert outcome.done and outcome.usage == Usage(3, 4, 0.0)
+    assert outcome.finished and outcome.error is None
 
 
 async def test_stream_cut_short_ends_with_one_error_event_and_done():

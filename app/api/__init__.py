@@ -1,0 +1,1 @@
+"""The client-facing APIs: one small module per route, the dialects, and the one pipeline."""

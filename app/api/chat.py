@@ -1,0 +1,129 @@
+"""POST /v1/chat/completions: OpenAI chat, streaming or not (openrouter-api.md §3, §6, §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.answers import check_answer
+from app.api.dialect import (
+    ARRAY,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    OpenAIErrors,
+    check_types,
+    load_object,
+    model_list,
+    needs,
+    openai_usage,
+    sse_event,
+)
+from app.errors import InvalidRequest, ProxyError
+from app.request import ParsedRequest, Usage
+from app.sse import DONE_EVENT, Kind, classify
+
+FIELDS = {
+    "model": STRING,
+    "stream": BOOLEAN,
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "frequency_penalty": NUMBER,
+    "presence_penalty": NUMBER,
+    "max_tokens": INTEGER,
+    "max_completion_tokens": INTEGER,
+    "n": INTEGER,
+    "seed": INTEGER,
+    "stop": ((str, list), "a string or an array of strings"),
+    "tools": ARRAY,
+    "stream_options": OBJECT,
+    "response_format": OBJECT,
+    "provider": OBJECT,
+}
+
+
+def finished_choice(data: dict[str, Any]) -> bool:
+    """A choice with a real `finish_reason`: the answer is complete (DESIGN §5)."""
+    for choice in data.get("choices") or ():
+        if isinstance(choice, dict):
+            finish = choice.get("finish_reason")
+            if finish is not None and finish != "error":
+                return True
+    return False
+
+
+class ChatDialect(OpenAIErrors):
+    name = "chat"
+    upstream_path = "/chat/completions"
+    falls_back = True
+
+    def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
+        data = load_object(raw, "'messages'")
+        messages = data.get("messages")
+        _check_messages(messages)
+        check_types(data, FIELDS)
+        return ParsedRequest(
+            dialect=self,
+            raw=raw,
+            data=data,
+            model=data.get("model") or default_model,
+            models=model_list(data.get("models"), "models"),
+            stream=bool(data.get("stream")),
+            needs=needs(data, raw, _image_urls(messages), "max_completion_tokens", "max_tokens"),
+        )
+
+    def check_answer(self, body: bytes, model: str) -> None:
+        check_answer(body, model)
+
+    def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+        return classify(event)
+
+    def finished(self, data: dict[str, Any]) -> bool:
+        return finished_choice(data)
+
+    def usage(self, data: dict[str, Any]) -> Usage | None:
+        return openai_usage(data, "prompt_tokens", "completion_tokens")
+
+    def error_event(self, error: ProxyError, model: str) -> bytes:
+        """One chunk with a top-level OpenAI-shaped `error` (openai-python raises on it)
+        and a terminating choice, then `[DONE]`."""
+        chunk = {
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+            **error.body(),
+        }
+        return sse_event(chunk) + DONE_EVENT
+
+
+def _check_messages(messages: Any) -> None:
+    if messages is None:
+        raise InvalidRequest("Missing required field 'messages'.", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
+        if not isinstance(message.get("role"), str):
+            raise InvalidRequest(
+                f"messages[{i}].role is required and must be a string.",
+                param=f"messages[{i}].role",
+            )
+
+
+def _image_urls(messages: Any) -> list[str]:
+    urls: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                urls.append(url if isinstance(url, str) else "")
+    return urls
+
+
+CHAT = ChatDialect()

@@ -1,0 +1,98 @@
+"""POST /v1/completions: legacy text completions, `prompt` in, choices with `text` out
+(openrouter-api.md §14); otherwise chat's stream, errors and fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.api.chat import FIELDS as CHAT_FIELDS
+from app.api.chat import finished_choice
+from app.api.dialect import (
+    OpenAIErrors,
+    check_types,
+    decode_event,
+    load_object,
+    model_list,
+    needs,
+    openai_usage,
+    parse_json,
+    sse_event,
+)
+from app.errors import InvalidRequest, ProxyError, UpstreamBroken
+from app.request import ParsedRequest, Usage
+from app.sse import DONE_EVENT, Kind
+
+FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
+
+
+class CompletionsDialect(OpenAIErrors):
+    name = "completions"
+    upstream_path = "/completions"
+    falls_back = True
+
+    def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
+        data = load_object(raw, "'prompt'")
+        prompt = data.get("prompt")
+        if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt)):
+            raise InvalidRequest(
+                "'prompt' is required: a string or an array of strings or token ids.",
+                param="prompt",
+            )
+        check_types(data, FIELDS)
+        return ParsedRequest(
+            dialect=self,
+            raw=raw,
+            data=data,
+            model=data.get("model") or default_model,
+            models=model_list(data.get("models"), "models"),
+            stream=bool(data.get("stream")),
+            needs=needs(data, raw, (), "max_tokens"),
+        )
+
+    def check_answer(self, body: bytes, model: str) -> None:
+        data = parse_json(body, model, "an answer")
+        choices = data.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
+        if choices[0].get("finish_reason") == "error":
+            from app.answers import in_band_rejection
+
+            raise in_band_rejection({"error": choices[0].get("error") or {}}, model)
+
+    def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+        kind, data = decode_event(event)
+        if kind is Kind.OTHER and data is not None and _is_content(data):
+            return Kind.CONTENT, data
+        return kind, data
+
+    def finished(self, data: dict[str, Any]) -> bool:
+        return finished_choice(data)
+
+    def usage(self, data: dict[str, Any]) -> Usage | None:
+        return openai_usage(data, "prompt_tokens", "completion_tokens")
+
+    def error_event(self, error: ProxyError, model: str) -> bytes:
+        chunk = {
+            "object": "text_completion",
+            "model": model,
+            "choices": [{"index": 0, "text": "", "finish_reason": "error"}],
+            **error.body(),
+        }
+        return sse_event(chunk) + DONE_EVENT
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if isinstance(choice, dict) and (
+            (isinstance(choice.get("text"), str) and choice["text"])
+            or choice.get("reasoning")
+            or choice.get("finish_reason") not in (None, "error")
+        ):
+            return True
+    return False
+
+
+COMPLETIONS = CompletionsDialect()

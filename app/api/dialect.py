@@ -1,0 +1,154 @@
+"""What the dialects share: reading a JSON object, checking field types, OpenAI's error
+shape, and the in-band error rules OpenRouter uses on every route (openrouter-api.md §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from app.answers import in_band_rejection
+from app.errors import (
+    InvalidRequest,
+    ProxyError,
+    UpstreamBroken,
+    UpstreamError,
+    error_response,
+)
+from app.request import Needs, Usage
+from app.sse import Kind, event_data
+
+# field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.
+FieldTable = Mapping[str, tuple[tuple[type, ...], str]]
+
+NUMBER = ((int, float), "a number")
+INTEGER = ((int,), "an integer")
+STRING = ((str,), "a string")
+BOOLEAN = ((bool,), "a boolean")
+ARRAY = ((list,), "an array")
+OBJECT = ((dict,), "an object")
+
+# What one image is counted as when fitting a request to a model's context length: a base64
+# photo is megabytes of JSON but about a thousand tokens.
+IMAGE_TOKENS = 1_000
+
+
+def load_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"Request body is not valid JSON ({exc}). Send a JSON object with {what}."
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"Request body must be a JSON object with {what}.")
+    return data
+
+
+def check_types(data: dict[str, Any], table: FieldTable) -> None:
+    for name, (types, wanted) in table.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InvalidRequest(
+                f"'{name}' must be {wanted}, got {type(value).__name__}.", param=name
+            )
+
+
+def model_list(value: Any, field: str) -> tuple[str, ...]:
+    """`models: ["a", "b"]`, or Anthropic's `fallbacks: [{"model": "a"}]`."""
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        names = [item.get("model") if isinstance(item, dict) else item for item in value]
+        if all(isinstance(name, str) and name for name in names):
+            return tuple(str(name) for name in names)
+    raise InvalidRequest(f"'{field}' must be an array of model ids.", param=field)
+
+
+def needs(data: dict[str, Any], raw: bytes, image_urls: Iterable[str], *outputs: str) -> Needs:
+    """A cheap estimate: 4 bytes a token for text, a flat cost per image, plus the output
+    the client asked for (the first of `outputs` that is set)."""
+    urls = list(image_urls)
+    text_bytes = len(raw) - sum(len(url) for url in urls)
+    requested = next((data[f] for f in outputs if isinstance(data.get(f), int)), 0)
+    return Needs(
+        images=bool(urls),
+        tools=bool(data.get("tools")),
+        tokens=text_bytes // 4 + IMAGE_TOKENS * len(urls) + int(requested),
+    )
+
+
+def openai_usage(data: dict[str, Any], prompt: str, completion: str) -> Usage | None:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    cost = usage.get("cost")
+    return Usage(
+        prompt_tokens=_int(usage.get(prompt)),
+        completion_tokens=_int(usage.get(completion)),
+        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def parse_json(
+    body: bytes,
+    model: str,
+    what: str,
+    reject: Callable[[dict[str, Any], str], UpstreamError] = in_band_rejection,
+) -> dict[str, Any]:
+    """A 200 body as an object, or the UpstreamError it really is (§7, §10.1)."""
+    if not body:
+        raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamBroken(f"{model}: OpenRouter sent a cut-off or invalid answer") from exc
+    if not isinstance(data, dict):
+        raise UpstreamBroken(f"{model}: OpenRouter sent {what} that is not an object")
+    if data.get("error"):
+        raise reject(data, model)
+    return data
+
+
+def sse_event(payload: dict[str, Any], event: str | None = None) -> bytes:
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class OpenAIErrors:
+    """OpenAI's error shape, which every route but `/v1/messages` answers with, and
+    OpenRouter's in-band error envelope (`{"error": {"code", "message", …}}`)."""
+
+    def error_response(self, error: ProxyError) -> Response:
+        return error_response(error)
+
+    def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
+        return in_band_rejection(data, model)
+
+
+def decode_event(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+    """The kinds every route shares; `Kind.OTHER` with data means "the dialect decides
+    whether this is content"."""
+    data = event_data(event)
+    if data is None:
+        return Kind.KEEPALIVE, None
+    if data.startswith(b"[DONE]"):
+        return Kind.DONE, None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Kind.OTHER, None
+    if not isinstance(chunk, dict):
+        return Kind.OTHER, None
+    if chunk.get("error"):
+        return Kind.ERROR, chunk
+    return Kind.OTHER, chunk

@@ -1,0 +1,174 @@
+"""POST /v1/responses: the OpenAI Responses API, stateless as OpenRouter's (openrouter-api.md
+§11). A stream commits at its first output event and holds the preamble
+(`response.created`, `response.in_progress`, `response.output_item.added`, …) until then.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app.api.dialect import (
+    ARRAY,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    OpenAIErrors,
+    check_types,
+    decode_event,
+    load_object,
+    model_list,
+    needs,
+    openai_usage,
+    parse_json,
+    sse_event,
+)
+from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
+from app.request import ParsedRequest, Usage
+from app.sse import DONE_EVENT, Kind
+
+FIELDS = {
+    "model": STRING,
+    "stream": BOOLEAN,
+    "instructions": STRING,
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "max_output_tokens": INTEGER,
+    "tools": ARRAY,
+    "text": OBJECT,
+    "reasoning": OBJECT,
+    "provider": OBJECT,
+}
+# Events that end a stream: the answer is complete, or failed (§11.3, §11.4).
+_COMPLETE = frozenset({"response.completed", "response.incomplete"})
+_FAILED = frozenset({"response.failed", "response.error", "error"})
+# Output items that can arrive whole, with no delta at all (§11.3, "Proxy note").
+_WHOLE_ITEMS = frozenset({"function_call", "reasoning"})
+# openrouter-api.md §11.4: the precise reason of a failure, as an HTTP status.
+_STATUS_BY_ERROR_TYPE = {
+    "rate_limit_exceeded": 429,
+    "provider_overloaded": 529,
+    "timeout": 408,
+    "context_length_exceeded": 400,
+    "invalid_request": 400,
+    "authentication": 401,
+    "permission_denied": 403,
+    "payment_required": 402,
+    "not_found": 404,
+}
+
+
+class ResponsesDialect(OpenAIErrors):
+    name = "responses"
+    upstream_path = "/responses"
+    falls_back = True
+
+    def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
+        data = load_object(raw, "'input'")
+        items = data.get("input")
+        if not (isinstance(items, str) or isinstance(items, list)):
+            raise InvalidRequest(
+                "'input' is required: a string or an array of input items.", param="input"
+            )
+        check_types(data, FIELDS)
+        return ParsedRequest(
+            dialect=self,
+            raw=raw,
+            data=data,
+            model=data.get("model") or default_model,
+            models=model_list(data.get("models"), "models"),
+            stream=bool(data.get("stream")),
+            needs=needs(data, raw, _image_urls(items), "max_output_tokens"),
+        )
+
+    def check_answer(self, body: bytes, model: str) -> None:
+        data = parse_json(body, model, "a response", self.rejection)
+        if data.get("status") == "failed":
+            raise _failure(data, model)
+        if not isinstance(data.get("output"), list):
+            raise UpstreamBroken(f"{model}: OpenRouter sent a response without output")
+
+    def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+        kind, data = decode_event(event)
+        if kind is not Kind.OTHER or data is None:
+            return kind, data
+        kind_of = data.get("type")
+        if kind_of in _FAILED:
+            return Kind.ERROR, data
+        if _is_content(data):
+            return Kind.CONTENT, data
+        return Kind.OTHER, data
+
+    def finished(self, data: dict[str, Any]) -> bool:
+        return data.get("type") in _COMPLETE
+
+    def rejection(self, data: dict[str, Any], model: str) -> UpstreamRejected:
+        """Any of the three failure shapes of §11.4, or OpenRouter's usual envelope."""
+        return _failure(data, model)
+
+    def usage(self, data: dict[str, Any]) -> Usage | None:
+        response = data.get("response")
+        source = response if isinstance(response, dict) else data
+        return openai_usage(source, "input_tokens", "output_tokens")
+
+    def error_event(self, error: ProxyError, model: str) -> bytes:
+        """`response.failed` for clients that follow the event types (Codex), then an
+        `error` event, which openai-python raises on (§11.4 "How clients react")."""
+        failed = {
+            "type": "response.failed",
+            "response": {
+                "object": "response",
+                "created_at": int(time.time()),
+                "model": model,
+                "status": "failed",
+                "error": {"code": "server_error", "message": error.message},
+                "output": [],
+            },
+        }
+        return sse_event(failed) + sse_event({"type": "error", **error.body()}) + DONE_EVENT
+
+
+def _failure(data: dict[str, Any], model: str) -> UpstreamRejected:
+    source = data.get("response") if isinstance(data.get("response"), dict) else data
+    assert isinstance(source, dict)
+    error = source.get("error") if isinstance(source.get("error"), dict) else data
+    assert isinstance(error, dict)
+    error_type = str(source.get("error_type") or data.get("error_type") or "")
+    code = error.get("code")
+    status = code if isinstance(code, int) else _STATUS_BY_ERROR_TYPE.get(error_type, 502)
+    message = str(error.get("message") or "OpenRouter reported a failed response")
+    metadata = {"error_type": error_type} if error_type else {}
+    return UpstreamRejected(status, f"{model}: {message}", metadata=metadata)
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    kind_of = data.get("type")
+    if not isinstance(kind_of, str):
+        return False
+    if kind_of.endswith(".delta"):
+        return True
+    if kind_of in _COMPLETE:
+        return True
+    if kind_of in ("response.output_item.added", "response.output_item.done"):
+        item = data.get("item")
+        if isinstance(item, dict) and item.get("type") in _WHOLE_ITEMS:
+            return item.get("type") == "function_call" or bool(item.get("encrypted_content"))
+    return False
+
+
+def _image_urls(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    urls: list[str] = []
+    for item in items:
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "input_image":
+                url = part.get("image_url")
+                urls.append(url if isinstance(url, str) else "")
+    return urls
+
+
+RESPONSES = ResponsesDialect()

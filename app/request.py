@@ -1,0 +1,92 @@
+"""The parsed request every pipeline stage reads, and the `Dialect` seam each API fills in.
+
+It sits below every stage (auth, quotas, cache, routing, upstream) so that none of them
+imports the API layer: a route's dialect turns its body into a `ParsedRequest`, and the
+stages read only that (STYLE §5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from app.rewrite import rewrite
+from app.sse import Kind
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from app.errors import ProxyError, UpstreamError
+
+# Fields the proxy walks itself and never forwards (DESIGN §5): `models` everywhere, and
+# Anthropic's `fallbacks`, which OpenRouter maps onto `models` (openrouter-api.md §12.1).
+WALKED_FIELDS = frozenset({"models", "fallbacks"})
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a model must support to answer (DESIGN §6: `free` is filtered by it)."""
+
+    images: bool = False
+    tools: bool = False
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and cost as OpenRouter reported them, whatever the API's field names."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+
+
+class Dialect(Protocol):
+    """What differs between the OpenAI chat, Responses, Anthropic Messages, embeddings and
+    legacy completions APIs; everything else is the one pipeline (DESIGN §1)."""
+
+    name: str  # the route's label in logs, usage and metrics: "chat", "messages", …
+    upstream_path: str  # under OPENROUTER_BASE_URL
+    falls_back: bool  # may another model answer? (never for embeddings)
+
+    def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
+        """Validate the body (InvalidRequest on a mistake) and say what the stages need."""
+
+    def check_answer(self, body: bytes, model: str) -> None:
+        """Raise an UpstreamError when a 200 non-stream body is not a usable answer."""
+
+    def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+        """One raw SSE event: keep-alive, [DONE], an error, the first content, or other."""
+
+    def finished(self, data: dict[str, Any]) -> bool:
+        """This stream event says the answer is complete (a real finish)."""
+
+    def usage(self, data: dict[str, Any]) -> Usage | None:
+        """Usage carried by a non-stream body or by one stream event, if any."""
+
+    def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
+        """An error carried in-band (a 200 body or a stream event) as an UpstreamError."""
+
+    def error_event(self, error: ProxyError, model: str) -> bytes:
+        """The bytes that end a committed stream with `error`, terminator included."""
+
+    def error_response(self, error: ProxyError) -> Response:
+        """`error` rendered in this API's error shape, with its status and headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    dialect: Dialect
+    raw: bytes
+    data: dict[str, Any]
+    model: str  # as requested (an alias such as `free` included), or the default
+    models: tuple[str, ...]  # the client's own fallbacks, in order
+    stream: bool
+    needs: Needs
+
+    def body_for(self, model: str) -> bytes:
+        """The body sent upstream for one attempt: `model` set, walked fields dropped, every
+        other byte as the client sent it (no re-encoding, DESIGN §5)."""
+        if self.data.get("model") == model and WALKED_FIELDS.isdisjoint(self.data):
+            return self.raw
+        return rewrite(self.raw, {"model": model}, WALKED_FIELDS)
