@@ -1,0 +1,7 @@
+"""Response cache (DESIGN §8): canonical key and eligibility, a size-bounded store,
+single-flight for identical concurrent misses, and replay of stored answers.
+
+The pipeline calls it as: `eligibility` → `cache_key` → `store.get` (hit: `render_hit`) →
+`flights.join` (follower: the leader's entry is a hit) → the attempts → on a clean answer
+`is_storable`/`StreamAssembler`/`StreamRecorder` → `store.put` → `ticket.finish`.
+"""
