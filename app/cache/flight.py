@@ -27,12 +27,13 @@ from app.cache.store import Entry
 class _Flight:
     """One leader's try for a key; followers wait on `done`."""
 
-    __slots__ = ("done", "entry", "failures")
+    __slots__ = ("done", "entry", "failures", "next")
 
     def __init__(self, failures: int) -> None:
         self.done = asyncio.Event()
         self.entry: Entry | None = None
         self.failures = failures  # leaders of this key that failed before this one
+        self.next: _Flight | None = None  # the try that took over after this one failed
 
 
 def _land(flights: dict[str, _Flight], key: str, flight: _Flight, entry: Entry | None) -> None:
@@ -104,14 +105,17 @@ class Flights:
 
     async def join(self, key: str) -> Ticket:
         """Lead the call for `key`, or wait for the current leader and take its entry."""
-        failures = 0
+        flight = self._flights.get(key)
+        failed: _Flight | None = None
         while True:
-            flight = self._flights.get(key)
             if flight is None:
+                failures = 0 if failed is None else failed.failures + 1
                 if failures >= self.max_leaders:
                     return Ticket()  # enough serial tries: on its own from now on
                 flight = _Flight(failures)
                 self._flights[key] = flight
+                if failed is not None:
+                    failed.next = flight
                 return Ticket(lead=(self._flights, key, flight))
             try:
                 await asyncio.wait_for(flight.done.wait(), self.wait_timeout)
@@ -120,7 +124,9 @@ class Flights:
             if flight.entry is not None:
                 self.coalesced += 1
                 return Ticket(entry=flight.entry)
-            failures = max(failures, flight.failures + 1)
+            # The leader failed. Follow whoever took over, even if it has finished already
+            # (this follower may wake late), else take over.
+            failed, flight = flight, flight.next or self._flights.get(key)
 
     async def run(
         self, key: str, call: Callable[[], Awaitable[Entry | None]]
