@@ -65,6 +65,8 @@ class Ticket:
         self.leading = entry is None  # True: make the call (coalesced or on its own)
         self._flight = lead
         self._finalizer = weakref.finalize(self, _land, *lead, None) if lead else None
+        if self._finalizer is not None:
+            self._finalizer.atexit = False  # at exit there is no loop left to wake anyone on
 
     def finish(self, entry: Entry | None) -> None:
         """The leader is done: `entry` is the clean answer for followers, None if there is none."""
