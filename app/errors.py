@@ -3,8 +3,12 @@
     ProxyError                      500 server_error
     ├── InvalidRequest              400 invalid_request_error   bad JSON or fields
     ├── NotFound                    404 not_found_error         route or model id
+    ├── Forbidden                   403 permission_error        the key may not do this
+    │   ├── ModelNotAllowed             model_not_allowed       outside the key's patterns
+    │   └── WouldCost                   would_cost              priced, for a free-only key
     ├── PayloadTooLarge             413 invalid_request_error
     ├── RateLimited                 429 rate_limit_error        every candidate cooling
+    │   └── QuotaExceeded               quota_exceeded          a key's rpm/rpd/tpd/concurrency
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
@@ -213,3 +217,30 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+class QuotaExceeded(RateLimited):
+    """A key's own limit (DESIGN §7), refused before any upstream call; nothing was counted."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, limit: str, key_name: str) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
+        self.key_name = key_name
+
+
+class Forbidden(ProxyError):
+    status_code = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    code = "model_not_allowed"
+
+
+class WouldCost(Forbidden):
+    """A free-only key asked for something the account would pay for (DESIGN §7)."""
+
+    code = "would_cost"

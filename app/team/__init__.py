@@ -1,0 +1,1 @@
+"""Team features: client keys, their quotas, the account's free budget, usage."""
