@@ -597,3 +597,21 @@ def test_routes_share_scripts_limits_and_disconnects(
         while "text_delta" not in next(lines):
             pass
     assert fake.closed_event.wait(2.0) and fake.closed_early == ["msg-1"]
+
+
+def test_chat_tool_call(sdk: openai.OpenAI, fake: FakeOpenRouter) -> None:
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    fake.script(FREE, Reply(content="", tool_call=WEATHER), Reply(content="", tool_call=WEATHER))
+    answer = sdk.chat.completions.create(model=FREE, messages=HELLO, tools=tools)
+    calls = answer.choices[0].message.tool_calls
+    assert answer.choices[0].finish_reason == "tool_calls" and calls is not None
+    assert calls[0].type == "function" and calls[0].function.arguments == WEATHER["arguments"]
+    chunks = list(sdk.chat.completions.create(model=FREE, messages=HELLO, tools=tools, stream=True))
+    pieces = [
+        c.choices[0].delta.tool_calls[0]
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    ]
+    assert pieces[0].function is not None and pieces[0].function.name == "get_weather"
+    assert "".join(p.function.arguments or "" for p in pieces if p.function) == WEATHER["arguments"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
