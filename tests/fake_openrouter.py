@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import copy
+import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import string
 import threading
 import time
 import uuid
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,6 +41,10 @@ KEEPALIVE = b": OPENROUTER PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
 TICK = 0.05  # keep-alive period of Stall
 _CHAT_PATH = "/api/v1/chat/completions"
+RESPONSES_PATH = "/api/v1/responses"
+MESSAGES_PATH = "/api/v1/messages"  # no /messages/count_tokens: it 404s like OpenRouter's OAS
+EMBEDDINGS_PATH = "/api/v1/embeddings"
+COMPLETIONS_PATH = "/api/v1/completions"
 DEFAULT_CONTENT = "Hello from the fake"
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +80,8 @@ def _entry(
     params = list(_BASE_PARAMS) + (_TOOL_PARAMS if tools else [])
     if reasoning:
         params += ["reasoning", "include_reasoning"]
+    if outputs == ("embeddings",):
+        params = ["dimensions", "encoding_format", "input_type"]
     return {
         "id": model_id,
         "canonical_slug": model_id.split(":")[0],
@@ -137,6 +147,12 @@ CATALOGUE: list[dict[str, Any]] = [
                    "image_output": "0.00003", "web_search": "0", "internal_reasoning": "0"},
            inputs=("image", "text"), outputs=("image", "text"), tools=False,
            tokenizer="Gemini"),
+    _entry("openai/text-embedding-3-small", "OpenAI: Text Embedding 3 Small", 8192,
+           {"prompt": "0.00000002", "completion": "0", "request": "0", "image": "0",
+            "web_search": "0", "internal_reasoning": "0"},
+           outputs=("embeddings",), tools=False, tokenizer="GPT"),
+    _entry("qwen/qwen3-embedding-4b:free", "Qwen: Qwen3 Embedding 4B (free)", 32768, dict(_FREE),
+           outputs=("embeddings",), tools=False, tokenizer="Qwen3"),
 ]
 # fmt: on
 
@@ -160,6 +176,8 @@ QWEN = "qwen/qwen3-coder:free"
 GEMMA = "google/gemma-3-27b-it:free"  # image input, 8k context
 OPTIMUS = "openrouter/optimus-alpha"  # zero-priced stealth model, no `:free` suffix
 SCOUT_PAID = "meta-llama/llama-4-scout"  # the cheapest priced chat model
+EMBED = "openai/text-embedding-3-small"  # priced embedder: output_modalities ["embeddings"]
+EMBED_FREE = "qwen/qwen3-embedding-4b:free"  # zero-priced embedder, not in the free chat pool
 
 # ---------------------------------------------------------------------------------------------
 # Behaviours
@@ -172,7 +190,9 @@ class Reply:
 
     Non-stream: `leading_whitespace` bytes first, then `first_byte_delay`, then the §7 JSON
     (`chunk_delay`/`keepalives`/`role_chunk`/`done` only shape streams). `served_model`
-    overrides the answering model, `provider` the provider display name.
+    overrides the answering model, `provider` the provider display name. `tool_call`
+    ({"name", "arguments"}) is answered only to a request that sends `tools`; every route
+    renders the same fields in its own wire shape.
     """
 
     content: str = DEFAULT_CONTENT
@@ -186,6 +206,7 @@ class Reply:
     reasoning: str | None = None
     served_model: str | None = None
     provider: str | None = None
+    tool_call: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -259,8 +280,21 @@ class Stall:
     chunks: int = 3
 
 
+@dataclass(frozen=True)
+class EmptyData:
+    """Success with nothing in it: /embeddings 200 with `data: []` (§13); elsewhere empty text."""
+
+
 Behaviour = (
-    Reply | HttpError | ErrorBody200 | FinishError200 | WhitespaceOnly | CutOff | Drop | Stall
+    Reply
+    | HttpError
+    | ErrorBody200
+    | FinishError200
+    | WhitespaceOnly
+    | CutOff
+    | Drop
+    | Stall
+    | EmptyData
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +449,17 @@ def overloaded_529() -> HttpError:
     """Provider overloaded."""
     meta = {"raw": "Overloaded", "provider_name": "Anthropic"}
     return HttpError(529, _err(529, "Provider returned error", meta))
+
+
+def overloaded_midstream(after_chunks: int = 1) -> FinishError200:
+    """The provider overloads after content began: /messages renders `event: error`
+    with `overloaded_error` (§12.4), chat/completions a finish_reason "error" chunk."""
+    error = {
+        "code": 529,
+        "message": "Provider is temporarily overloaded",
+        "metadata": {"error_type": "provider_overloaded", "provider_name": "Anthropic"},
+    }
+    return FinishError200(after_chunks=after_chunks, error=error)
 
 
 def error_200(
@@ -620,6 +665,10 @@ class FakeOpenRouter:
                 Route("/api/v1/key", self._key, methods=["GET"]),
                 Route("/api/v1/auth/key", self._key, methods=["GET"]),
                 Route(_CHAT_PATH, self._chat, methods=["POST"]),
+                Route(RESPONSES_PATH, self._responses, methods=["POST"]),
+                Route(MESSAGES_PATH, self._messages, methods=["POST"]),
+                Route(EMBEDDINGS_PATH, self._embeddings, methods=["POST"]),
+                Route(COMPLETIONS_PATH, self._completions, methods=["POST"]),
                 Route("/{path:path}", self._other, methods=["GET", "POST", "PUT", "DELETE"]),
             ]
         )
@@ -627,7 +676,7 @@ class FakeOpenRouter:
     # -- scripting ----------------------------------------------------------------------------
 
     def script(self, model: str, *behaviours: Behaviour) -> None:
-        """Queue behaviours for `model`; each chat attempt on it pops one."""
+        """Queue behaviours for `model`; each attempt on it, on any route, pops one."""
         self._queues.setdefault(model, deque()).extend(behaviours)
 
     def set_default(self, model: str | None, behaviour: Behaviour) -> None:
@@ -635,7 +684,11 @@ class FakeOpenRouter:
         self._defaults[model] = behaviour
 
     def chat_requests(self) -> list[Received]:
-        return [r for r in self.requests if r.method == "POST" and r.path == _CHAT_PATH]
+        return self.requests_to(_CHAT_PATH)
+
+    def requests_to(self, path: str) -> list[Received]:
+        """POSTs to one route, e.g. `fake.requests_to(MESSAGES_PATH)`."""
+        return [r for r in self.requests if r.method == "POST" and r.path == path]
 
     async def wait_closed(self, timeout: float) -> bool:
         """Wait (from any loop) until some client closed a response early."""
@@ -682,13 +735,14 @@ class FakeOpenRouter:
         self.requests.append(rec)
         return rec
 
-    def _auth_error(self, rec: Received) -> JSONResponse | None:
-        auth = rec.headers.get("authorization", "")
+    def _auth_error(self, rec: Received, wire: type[_Wire] | None = None) -> JSONResponse | None:
+        wire = wire or _ChatWire
+        auth = wire.accepts(rec.headers)
         if not auth.strip():
             body = {"error": {"message": "No auth credentials found", "code": 401}}
-            return JSONResponse(body, status_code=401)
+            return JSONResponse(wire.error_json(401, body), status_code=401)
         if auth != f"Bearer {self.api_key}":
-            return JSONResponse(_err(401, "User not found."), status_code=401)
+            return JSONResponse(wire.error_json(401, _err(401, "User not found.")), status_code=401)
         return None
 
     def _bump(self, key: str, window: int) -> int:
@@ -755,21 +809,17 @@ class FakeOpenRouter:
             }
         return JSONResponse({"data": data})
 
-    async def _chat(self, request: Request) -> Response:
+    async def _serve(self, request: Request, wire: type[_Wire]) -> Response:
+        """Every inference route: auth, `models` walk, limits, scripts; only rendering differs."""
         rec = await self._record(request)
-        if (denied := self._auth_error(rec)) is not None:
+        if (denied := self._auth_error(rec, wire)) is not None:
             return denied
         body = rec.json
         if not isinstance(body, dict):
-            return self._error(rec, bad_request_400("Invalid JSON in request body"), 0.0)
-        models = body.get("models")
-        if models is not None and (
-            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
-        ):
-            return self._error(rec, bad_request_400("models must be an array of strings"), 0.0)
-        if models and len(models) > 3:
-            return self._error(rec, too_many_models(), 0.0)
-        candidates: list[str] = models or [rec.model or self.default_model]
+            return self._error(rec, wire, bad_request_400("Invalid JSON in request body"), 0.0)
+        candidates = wire.candidates(body, rec.model or self.default_model)
+        if isinstance(candidates, HttpError):
+            return self._error(rec, wire, candidates, 0.0)
         delay = 0.0
         failure: HttpError | None = None
         for model in candidates:
@@ -780,9 +830,24 @@ class FakeOpenRouter:
                 failure = outcome
                 delay += outcome.delay
                 continue
-            return self._render(rec, model, outcome, delay)
+            return self._render(rec, wire, model, outcome, delay)
         assert failure is not None
-        return self._error(rec, failure, delay - failure.delay)
+        return self._error(rec, wire, failure, delay - failure.delay)
+
+    async def _chat(self, request: Request) -> Response:
+        return await self._serve(request, _ChatWire)
+
+    async def _responses(self, request: Request) -> Response:
+        return await self._serve(request, _ResponsesWire)
+
+    async def _messages(self, request: Request) -> Response:
+        return await self._serve(request, _MessagesWire)
+
+    async def _embeddings(self, request: Request) -> Response:
+        return await self._serve(request, _EmbeddingsWire)
+
+    async def _completions(self, request: Request) -> Response:
+        return await self._serve(request, _CompletionsWire)
 
     def _known(self, model: str) -> bool:
         """Catalogued or scripted: anything else is "not a valid model ID", before rate limits."""
@@ -798,8 +863,10 @@ class FakeOpenRouter:
 
     # -- rendering ----------------------------------------------------------------------------
 
-    def _error(self, rec: Received, err: HttpError, pre_delay: float) -> Response:
-        payload = _dump(err.body)
+    def _error(
+        self, rec: Received, wire: type[_Wire], err: HttpError, pre_delay: float
+    ) -> Response:
+        payload = _dump(wire.error_json(err.status, err.body))
 
         async def parts() -> AsyncIterator[bytes]:
             if err.delay:
@@ -828,26 +895,30 @@ class FakeOpenRouter:
         suffix = "".join(self._rng.choices(string.ascii_letters + string.digits, k=20))
         return _Gen(f"gen-{now}-{suffix}", served, provider, now)
 
+    def _price(self, model: str, key: str) -> float:
+        pricing: dict[str, Any] = next(
+            (m["pricing"] for m in self.models if m.get("id") == model), {}
+        )
+        try:
+            return max(0.0, float(pricing.get(key, 0)))
+        except (TypeError, ValueError):
+            return 0.0
+
     def _usage(self, gen: _Gen, rec: Received, content: str, reasoning: str | None) -> Any:
-        messages = rec.json.get("messages") if isinstance(rec.json, dict) else None
+        """Chat-shaped usage; the other routes rename its fields (see each _Wire)."""
+        body = rec.json if isinstance(rec.json, dict) else {}
+        messages = body.get("messages")
         prompt = 4 + sum(
             4 + len(str(m.get("content", "")).split())
             for m in (messages if isinstance(messages, list) else [])
             if isinstance(m, dict)
         )
+        if not isinstance(messages, list):  # /responses `input`, /completions `prompt`
+            prompt += len(str(body.get("input", body.get("prompt", ""))).split())
         reasoning_tokens = len((reasoning or "").split())
         completion = max(1, len(content.split())) + reasoning_tokens
-        pricing: dict[str, Any] = next(
-            (m["pricing"] for m in self.models if m.get("id") == gen.model), {}
-        )
-
-        def price(key: str) -> float:
-            try:
-                return max(0.0, float(pricing.get(key, 0)))
-            except (TypeError, ValueError):
-                return 0.0
-
-        prompt_cost, completion_cost = prompt * price("prompt"), completion * price("completion")
+        price_in, price_out = self._price(gen.model, "prompt"), self._price(gen.model, "completion")
+        prompt_cost, completion_cost = prompt * price_in, completion * price_out
         cost = prompt_cost + completion_cost
         return {
             "prompt_tokens": prompt,
@@ -873,13 +944,336 @@ class FakeOpenRouter:
             },
         }
 
+    def _render(
+        self, rec: Received, wire: type[_Wire], model: str, b: Behaviour, pre_delay: float
+    ) -> Response:
+        """Turn a non-HttpError behaviour into a 200 response, streamed or not."""
+        reply = b if isinstance(b, Reply) else None
+        w = wire(self, rec, self._gen(model, reply))
+        stream = rec.stream and w.streams
+        parts = self._stream_parts(w, b) if stream else self._body_parts(w, b)
+        headers = {
+            "content-type": "text/event-stream" if stream else "application/json",
+            "x-generation-id": w.gen.id,
+        }
+        if stream:
+            headers["cache-control"] = "no-cache"
+        if isinstance(b, ErrorBody200) or not w.generation_header:
+            del headers["x-generation-id"]
+        return _LiveResponse(
+            self, rec.request_id, 200, headers, parts, eager=True, pre_delay=pre_delay
+        )
+
+    async def _stream_parts(self, w: _Wire, b: Behaviour) -> AsyncIterator[bytes]:
+        """The order of events every route shares; `w` renders each of them."""
+        if isinstance(b, Reply | Stall | EmptyData):
+            r = _as_reply(b)
+            stall = (b.seconds, b.after_chunks) if isinstance(b, Stall) else None
+            for _ in range(r.keepalives):
+                yield KEEPALIVE
+            if stall and stall[1] <= 0:
+                async for part in _ticks(stall[0], KEEPALIVE):
+                    yield part
+            if r.first_byte_delay:
+                await asyncio.sleep(r.first_byte_delay)
+            for part in w.opening(r.role_chunk):
+                yield part
+            if r.reasoning:
+                for part in w.reasoning(r.reasoning):
+                    yield part
+            call = w.tool_call(r)
+            if r.content or call is None:
+                for part in w.text_open():
+                    yield part
+                for i, piece in enumerate(_split(r.content, r.chunks)):
+                    if i and r.chunk_delay:
+                        await asyncio.sleep(r.chunk_delay)
+                    yield w.text_delta(piece)
+                    if stall and i + 1 == stall[1]:
+                        async for part in _ticks(stall[0], KEEPALIVE):
+                            yield part
+                for part in w.text_close(r.content):
+                    yield part
+            if call is not None:
+                for part in w.tool(call):
+                    yield part
+            for part in w.closing(r):
+                yield part
+            if r.done:
+                yield w.done()
+        elif isinstance(b, ErrorBody200):
+            yield KEEPALIVE
+            yield w.early_error(b.error)
+        elif isinstance(b, FinishError200 | Drop):
+            yield KEEPALIVE
+            for part in w.opening(True):
+                yield part
+            for part in w.text_open():
+                yield part
+            pieces = _split(b.content, b.chunks)[: b.after_chunks]
+            for piece in pieces:
+                yield w.text_delta(piece)
+            if isinstance(b, Drop):
+                raise _Dropped(w.rec.request_id)
+            for part in w.late_error(b.error, "".join(pieces)):
+                yield part
+            if b.done:
+                yield w.done()
+        elif isinstance(b, WhitespaceOnly):
+            yield KEEPALIVE
+            yield KEEPALIVE
+        elif isinstance(b, CutOff):
+            yield KEEPALIVE
+            for part in w.opening(True):
+                yield part
+            for part in w.text_open():
+                yield part
+            whole = w.text_delta(DEFAULT_CONTENT)
+            yield whole[: len(whole) // 2]
+
+    async def _body_parts(self, w: _Wire, b: Behaviour) -> AsyncIterator[bytes]:
+        if isinstance(b, Reply | Stall | EmptyData):
+            r = _as_reply(b)
+            if r.leading_whitespace:
+                yield (b"\n " * r.leading_whitespace)[: r.leading_whitespace]
+            if isinstance(b, Stall):
+                async for part in _ticks(b.seconds, b"\n"):
+                    yield part
+            if r.first_byte_delay:
+                await asyncio.sleep(r.first_byte_delay)
+            yield w.empty() if isinstance(b, EmptyData) else w.whole(r)
+        elif isinstance(b, ErrorBody200):
+            yield w.error_body(b.error)
+        elif isinstance(b, FinishError200):
+            yield w.failed_body("".join(_split(b.content, b.chunks)[: b.after_chunks]), b.error)
+        elif isinstance(b, WhitespaceOnly):
+            yield b"\n" * b.size
+        elif isinstance(b, CutOff):
+            whole = w.whole(Reply(content=DEFAULT_CONTENT), billed="")
+            yield b"\n"
+            yield whole[: len(whole) // 2]
+        elif isinstance(b, Drop):
+            yield b"\n"
+            raise _Dropped(w.rec.request_id)
+
+
+def _as_reply(b: Reply | Stall | EmptyData) -> Reply:
+    if isinstance(b, Stall):
+        return Reply(content=b.content, chunks=b.chunks)
+    if isinstance(b, EmptyData):
+        return Reply(content="", chunks=1)
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# Wires: how each route renders the shared behaviours (§7/§6 chat, §11-§14 the others)
+# ---------------------------------------------------------------------------------------------
+
+_ERROR_TYPES = {  # §4.3 canonical error_type by OpenRouter error code
+    400: "invalid_request",
+    401: "authentication",
+    402: "payment_required",
+    403: "permission_denied",
+    404: "not_found",
+    408: "timeout",
+    413: "invalid_request",
+    422: "invalid_request",
+    429: "rate_limit_exceeded",
+    502: "provider_unavailable",
+    503: "provider_unavailable",
+    504: "timeout",
+    524: "timeout",
+    529: "provider_overloaded",
+}
+_ANTHROPIC_BY_STATUS = {  # §12.4 OAS examples and Anthropic's own table
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    524: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_BY_TYPE = {
+    "authentication": "authentication_error",
+    "permission_denied": "permission_error",
+    "payment_required": "billing_error",
+    "not_found": "not_found_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "provider_overloaded": "overloaded_error",
+    "timeout": "timeout_error",
+    "context_length_exceeded": "invalid_request_error",
+    "content_policy_violation": "invalid_request_error",
+    "invalid_request": "invalid_request_error",
+}
+MESSAGES_DONE = b"event: data\ndata: [DONE]\n\n"  # OpenRouter's tail after message_stop (§12.3)
+EMBEDDING_DIMS = 8  # default vector length; a request's `dimensions` overrides it
+
+
+def _code(error: dict[str, Any], status: int = 500) -> int:
+    code = error.get("code")
+    return code if isinstance(code, int) else status
+
+
+def _error_type(error: dict[str, Any], status: int = 500) -> str:
+    """§4.3 canonical `error_type`: metadata's own if given, else derived from the code."""
+    meta = error.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("error_type"), str):
+        return str(meta["error_type"])
+    return _ERROR_TYPES.get(_code(error, status), "server")
+
+
+def _responses_code(error: dict[str, Any]) -> str:
+    """§11.4: the Responses `error.code` is lossy; the precise reason is in `error_type`."""
+    kind = _error_type(error)
+    if kind == "rate_limit_exceeded":
+        return "rate_limit_exceeded"
+    if kind in ("context_length_exceeded", "invalid_request"):
+        return "invalid_prompt"
+    return "server_error"
+
+
+def _anthropic_error(status: int, body: Any, request_id: str | None = None) -> Any:
+    """§12.4 `{"type":"error","error":{type,message,error_type},"request_id"}` from an envelope."""
+    if not isinstance(body, dict) or body.get("type") == "error":
+        return body  # scripted in the Anthropic shape already
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
+    code, kind = _code(error, status), _error_type(error, status)
+    out: dict[str, Any] = {
+        "type": "error",
+        "error": {
+            "type": _ANTHROPIC_BY_STATUS.get(code) or _ANTHROPIC_BY_TYPE.get(kind, "api_error"),
+            "message": str(error.get("message", "")),
+            "error_type": kind,
+        },
+        "request_id": request_id,
+    }
+    if isinstance(error.get("metadata"), dict):
+        out["metadata"] = error["metadata"]
+    return out
+
+
+def fake_embedding(model: str, text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
+    """The fake's unit vector for `text` embedded by `model`; float32-exact, so tests can compare.
+
+    Derived from both, so a test can tell which model (after a fallback) produced a vector.
+    """
+    raw = b"".join(
+        hashlib.sha256(f"{model}\n{text}\n{i}".encode()).digest() for i in range(dims // 32 + 1)
+    )
+    values = [byte / 127.5 - 1.0 for byte in raw[:dims]]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return list(array("f", [v / norm for v in values]))
+
+
+class _Wire:
+    """One response's renderer; FakeOpenRouter._stream_parts/_body_parts decide what happens.
+
+    Stream hooks return the bytes of SSE events; body hooks the whole JSON body.
+    """
+
+    streams = True
+    generation_header = True
+
+    def __init__(self, fake: FakeOpenRouter, rec: Received, gen: _Gen) -> None:
+        self.fake, self.rec, self.gen = fake, rec, gen
+
     @staticmethod
-    def _chunk(
-        gen: _Gen,
-        delta: dict[str, Any] | None = None,
-        finish: str | None = None,
-        **extra: Any,
+    def error_json(status: int, body: Any) -> Any:
+        """The body of an HTTP error on this route, from OpenRouter's ordinary envelope."""
+        return body
+
+    @staticmethod
+    def candidates(body: dict[str, Any], model: str) -> list[str] | HttpError:
+        """The models to try in order: `models` (≤3) or the one `model`."""
+        models = body.get("models")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            return bad_request_400("models must be an array of strings")
+        if models and len(models) > 3:
+            return too_many_models()
+        return list(models) if models else [model]
+
+    @staticmethod
+    def accepts(headers: dict[str, str]) -> str:
+        """The credential this route reads, as an Authorization header value."""
+        return headers.get("authorization", "")
+
+    def usage(self, content: str, reasoning: str | None) -> Any:
+        return self.fake._usage(self.gen, self.rec, content, reasoning)
+
+    def tool_call(self, r: Reply) -> dict[str, Any] | None:
+        """Reply.tool_call, answered only when the request offered tools."""
+        tools = self.rec.json.get("tools") if isinstance(self.rec.json, dict) else None
+        return r.tool_call if tools and r.tool_call else None
+
+    def tmp_id(self, prefix: str, n: int = 11) -> str:
+        return prefix + "".join(self.fake._rng.choices(string.ascii_lowercase + string.digits, k=n))
+
+    # stream hooks
+    def opening(self, role_chunk: bool) -> list[bytes]:
+        return []
+
+    def reasoning(self, text: str) -> list[bytes]:
+        return []
+
+    def text_open(self) -> list[bytes]:
+        return []
+
+    def text_delta(self, piece: str) -> bytes:
+        raise NotImplementedError
+
+    def text_close(self, text: str) -> list[bytes]:
+        return []
+
+    def tool(self, call: dict[str, Any]) -> list[bytes]:
+        return []
+
+    def closing(self, r: Reply) -> list[bytes]:
+        return []
+
+    def done(self) -> bytes:
+        return DONE
+
+    def early_error(self, error: dict[str, Any]) -> bytes:
+        """An error before any content, in-band on a committed 200 (§6)."""
+        return _sse({"error": error, "user_id": FAKE_USER_ID})
+
+    def late_error(self, error: dict[str, Any], partial: str) -> list[bytes]:
+        raise NotImplementedError
+
+    # body hooks
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        """The success body; `billed` replaces the content counted in usage."""
+        raise NotImplementedError
+
+    def empty(self) -> bytes:
+        return self.whole(Reply(content=""))
+
+    def error_body(self, error: dict[str, Any]) -> bytes:
+        return _dump({"error": error, "user_id": FAKE_USER_ID})
+
+    def failed_body(self, partial: str, error: dict[str, Any]) -> bytes:
+        return self.error_body(error)
+
+
+class _ChatWire(_Wire):
+    """POST /chat/completions (§6, §7)."""
+
+    ROLE = {"role": "assistant", "content": ""}
+
+    def chunk(
+        self, delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any
     ) -> bytes:
+        gen = self.gen
         choices: list[dict[str, Any]] = []
         if delta is not None:
             choices.append(
@@ -903,26 +1297,68 @@ class FakeOpenRouter:
         }
         return _sse(obj)
 
-    @staticmethod
-    def _completion(
-        gen: _Gen,
+    def opening(self, role_chunk: bool) -> list[bytes]:
+        return [self.chunk(self.ROLE)] if role_chunk else []
+
+    def reasoning(self, text: str) -> list[bytes]:
+        return [self.chunk({**self.ROLE, "reasoning": text})]
+
+    def text_delta(self, piece: str) -> bytes:
+        return self.chunk({"role": "assistant", "content": piece})
+
+    def tool(self, call: dict[str, Any]) -> list[bytes]:
+        head = {"index": 0, "id": self.tmp_id("call_", 24), "type": "function"}
+        first = {**head, "function": {"name": call["name"], "arguments": ""}}
+        parts = [self.chunk({"role": "assistant", "content": None, "tool_calls": [first]})]
+        for piece in _split(str(call.get("arguments", "")), 2):
+            more = {"index": 0, "function": {"arguments": piece}}
+            parts.append(self.chunk({"role": "assistant", "tool_calls": [more]}))
+        return parts
+
+    def closing(self, r: Reply) -> list[bytes]:
+        finish = "stop" if self.tool_call(r) is None else "tool_calls"
+        usage = self.usage(r.content, r.reasoning)
+        return [self.chunk({}, finish), self.chunk(None, usage=usage)]
+
+    def late_error(self, error: dict[str, Any], partial: str) -> list[bytes]:
+        gen = self.gen
+        obj = {
+            "id": gen.id,
+            "object": "chat.completion.chunk",
+            "created": gen.created,
+            "model": gen.model,
+            "provider": gen.provider,
+            "error": error,
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        }
+        return [_sse(obj)]
+
+    def completion(
+        self,
         content: str,
         reasoning: str | None,
         usage: Any,
         finish: str = "stop",
         error: dict[str, Any] | None = None,
+        call: dict[str, Any] | None = None,
     ) -> bytes:
+        gen = self.gen
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content,
+            "refusal": None,
+            "reasoning": reasoning,
+        }
+        if call is not None:
+            function = {"name": call["name"], "arguments": str(call.get("arguments", ""))}
+            tool = {"id": self.tmp_id("call_", 24), "type": "function", "function": function}
+            message["tool_calls"] = [tool]
         choice: dict[str, Any] = {
             "index": 0,
             "logprobs": None,
             "finish_reason": finish,
             "native_finish_reason": finish,
-            "message": {
-                "role": "assistant",
-                "content": content,
-                "refusal": None,
-                "reasoning": reasoning,
-            },
+            "message": message,
         }
         if error is not None:
             choice["error"] = error
@@ -939,111 +1375,519 @@ class FakeOpenRouter:
             }
         )
 
-    def _render(self, rec: Received, model: str, b: Behaviour, pre_delay: float) -> Response:
-        """Turn a non-HttpError behaviour into a 200 response, streamed or not."""
-        reply = b if isinstance(b, Reply) else None
-        gen = self._gen(model, reply)
-        stream = rec.stream
-        parts = self._stream_parts(rec, gen, b) if stream else self._body_parts(rec, gen, b)
-        headers = {
-            "content-type": "text/event-stream" if stream else "application/json",
-            "x-generation-id": gen.id,
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        usage = self.usage(r.content if billed is None else billed, r.reasoning)
+        call = self.tool_call(r)
+        finish = "stop" if call is None else "tool_calls"
+        return self.completion(r.content, r.reasoning, usage, finish, call=call)
+
+    def failed_body(self, partial: str, error: dict[str, Any]) -> bytes:
+        return self.completion(partial, None, self.usage(partial, None), "error", error)
+
+
+class _CompletionsWire(_Wire):
+    """POST /completions (§14): chat's framing with `text` choices, object "text_completion"."""
+
+    def chunk(self, choice: dict[str, Any] | None, **extra: Any) -> bytes:
+        gen = self.gen
+        choices = [] if choice is None else [choice]
+        obj = {
+            "id": gen.id,
+            "provider": gen.provider,
+            "model": gen.model,
+            "object": "text_completion",
+            "created": gen.created,
+            "choices": choices,
+            "system_fingerprint": None,
+            **extra,
         }
-        if stream:
-            headers["cache-control"] = "no-cache"
-        if isinstance(b, ErrorBody200):
-            del headers["x-generation-id"]
-        return _LiveResponse(
-            self, rec.request_id, 200, headers, parts, eager=True, pre_delay=pre_delay
+        return _sse(obj)
+
+    @staticmethod
+    def choice(text: str, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {
+            "text": text,
+            "index": 0,
+            "finish_reason": finish,
+            "native_finish_reason": finish,
+            "logprobs": None,
+            **extra,
+        }
+
+    def reasoning(self, text: str) -> list[bytes]:
+        return [self.chunk(self.choice("", reasoning=text))]
+
+    def text_delta(self, piece: str) -> bytes:
+        return self.chunk(self.choice(piece))
+
+    def closing(self, r: Reply) -> list[bytes]:
+        usage = self.usage(r.content, r.reasoning)
+        return [self.chunk(self.choice("", "stop")), self.chunk(None, usage=usage)]
+
+    def late_error(self, error: dict[str, Any], partial: str) -> list[bytes]:
+        return [self.chunk({"text": "", "index": 0, "finish_reason": "error"}, error=error)]
+
+    def body(self, choice: dict[str, Any], usage: Any) -> bytes:
+        gen = self.gen
+        return _dump(
+            {
+                "id": gen.id,
+                "object": "text_completion",
+                "created": gen.created,
+                "model": gen.model,
+                "provider": gen.provider,
+                "system_fingerprint": None,
+                "choices": [choice],
+                "usage": usage,
+            }
         )
 
-    async def _stream_parts(self, rec: Received, gen: _Gen, b: Behaviour) -> AsyncIterator[bytes]:
-        role = {"role": "assistant", "content": ""}
-        if isinstance(b, Reply | Stall):
-            r = b if isinstance(b, Reply) else Reply(content=b.content, chunks=b.chunks)
-            stall = (b.seconds, b.after_chunks) if isinstance(b, Stall) else None
-            for _ in range(r.keepalives):
-                yield KEEPALIVE
-            if stall and stall[1] <= 0:
-                async for part in _ticks(stall[0], KEEPALIVE):
-                    yield part
-            if r.first_byte_delay:
-                await asyncio.sleep(r.first_byte_delay)
-            if r.role_chunk:
-                yield self._chunk(gen, role)
-            if r.reasoning:
-                yield self._chunk(gen, {**role, "reasoning": r.reasoning})
-            for i, piece in enumerate(_split(r.content, r.chunks)):
-                if i and r.chunk_delay:
-                    await asyncio.sleep(r.chunk_delay)
-                yield self._chunk(gen, {"role": "assistant", "content": piece})
-                if stall and i + 1 == stall[1]:
-                    async for part in _ticks(stall[0], KEEPALIVE):
-                        yield part
-            yield self._chunk(gen, {}, "stop")
-            usage = self._usage(gen, rec, r.content, r.reasoning)
-            yield self._chunk(gen, None, usage=usage)
-            if r.done:
-                yield DONE
-        elif isinstance(b, ErrorBody200):
-            yield KEEPALIVE
-            yield _sse({"error": b.error, "user_id": FAKE_USER_ID})
-        elif isinstance(b, FinishError200 | Drop):
-            yield KEEPALIVE
-            yield self._chunk(gen, role)
-            for piece in _split(b.content, b.chunks)[: b.after_chunks]:
-                yield self._chunk(gen, {"role": "assistant", "content": piece})
-            if isinstance(b, Drop):
-                raise _Dropped(rec.request_id)
-            yield _sse(
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        usage = self.usage(r.content if billed is None else billed, r.reasoning)
+        return self.body(self.choice(r.content, "stop", reasoning=r.reasoning), usage)
+
+    def failed_body(self, partial: str, error: dict[str, Any]) -> bytes:
+        return self.body(self.choice(partial, "error", error=error), self.usage(partial, None))
+
+
+class _ResponsesWire(_Wire):
+    """POST /responses (§11): data-only events with `type` and `sequence_number` from 0."""
+
+    def __init__(self, fake: FakeOpenRouter, rec: Received, gen: _Gen) -> None:
+        super().__init__(fake, rec, gen)
+        self.seq = itertools.count()
+        self.output: list[dict[str, Any]] = []  # finished items, for the terminal event
+        self.msg_id = ""
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        return _sse({"type": kind, **fields, "sequence_number": next(self.seq)})
+
+    def response(
+        self, status: str, usage: Any = None, error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = self.rec.json if isinstance(self.rec.json, dict) else {}
+        tools = body.get("tools")
+        out: dict[str, Any] = {
+            "object": "response",
+            "id": self.gen.id,
+            "created_at": self.gen.created,
+            "model": self.gen.model,
+            "status": status,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "metadata": {},
+            "output": list(self.output),
+            "usage": usage,
+            "tools": tools if isinstance(tools, list) else [],
+            "tool_choice": body.get("tool_choice", "auto"),
+            "parallel_tool_calls": True,
+            "temperature": None,
+            "top_p": None,
+            "store": False,
+            "service_tier": "auto",
+            "previous_response_id": None,
+        }
+        if error is not None:
+            out["error"] = {"code": _responses_code(error), "message": error.get("message", "")}
+            out["error_type"] = _error_type(error)
+        return out
+
+    def usage_of(self, content: str, reasoning: str | None) -> dict[str, Any]:
+        chat = self.usage(content, reasoning)
+        return {
+            "input_tokens": chat["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": chat["completion_tokens"],
+            "output_tokens_details": {
+                "reasoning_tokens": chat["completion_tokens_details"]["reasoning_tokens"]
+            },
+            "total_tokens": chat["total_tokens"],
+            "cost": chat["cost"],
+            "is_byok": False,
+            "cost_details": {
+                "upstream_inference_cost": None,
+                "upstream_inference_input_cost": chat["cost_details"][
+                    "upstream_inference_prompt_cost"
+                ],
+                "upstream_inference_output_cost": chat["cost_details"][
+                    "upstream_inference_completions_cost"
+                ],
+            },
+        }
+
+    @staticmethod
+    def message(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+        part = {"type": "output_text", "text": text, "annotations": []}
+        return {
+            "type": "message",
+            "id": item_id,
+            "role": "assistant",
+            "status": status,
+            "content": [part],
+        }
+
+    def reasoning_item(self, text: str) -> dict[str, Any]:
+        part = {"type": "reasoning_text", "text": text}
+        return {
+            "type": "reasoning",
+            "id": self.tmp_id("rs_tmp_"),
+            "summary": [],
+            "content": [part],
+            "status": "completed",
+        }
+
+    def call_item(self, call: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "function_call",
+            "id": self.tmp_id("fc_tmp_"),
+            "call_id": self.tmp_id("call_", 24),
+            "name": call["name"],
+            "arguments": str(call.get("arguments", "")),
+            "status": "completed",
+        }
+
+    def opening(self, role_chunk: bool) -> list[bytes]:
+        return [
+            self.event("response.created", response=self.response("in_progress")),
+            self.event("response.in_progress", response=self.response("in_progress")),
+        ]
+
+    def reasoning(self, text: str) -> list[bytes]:
+        item = self.reasoning_item(text)
+        at = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
+        parts = [
+            self.event(
+                "response.output_item.added",
+                output_index=len(self.output),
+                item={**item, "content": [], "status": "in_progress"},
+            ),
+            self.event(
+                "response.content_part.added", **at, part={**item["content"][0], "text": ""}
+            ),
+        ]
+        for piece in _split(text, 2):
+            parts.append(self.event("response.reasoning_text.delta", **at, delta=piece))
+        parts += [
+            self.event("response.reasoning_text.done", **at, text=text),
+            self.event("response.content_part.done", **at, part=item["content"][0]),
+            self.event("response.output_item.done", output_index=len(self.output), item=item),
+        ]
+        self.output.append(item)
+        return parts
+
+    def at(self) -> dict[str, Any]:
+        return {"item_id": self.msg_id, "output_index": len(self.output), "content_index": 0}
+
+    def text_open(self) -> list[bytes]:
+        self.msg_id = self.tmp_id("msg_tmp_")
+        item = {**self.message(self.msg_id, ""), "status": "in_progress", "content": []}
+        empty = {"type": "output_text", "annotations": [], "text": ""}
+        return [
+            self.event("response.output_item.added", output_index=len(self.output), item=item),
+            self.event("response.content_part.added", **self.at(), part=empty),
+        ]
+
+    def text_delta(self, piece: str) -> bytes:
+        return self.event("response.output_text.delta", logprobs=[], **self.at(), delta=piece)
+
+    def text_close(self, text: str) -> list[bytes]:
+        item = self.message(self.msg_id, text)
+        parts = [
+            self.event("response.output_text.done", **self.at(), text=text, logprobs=[]),
+            self.event("response.content_part.done", **self.at(), part=item["content"][0]),
+            self.event("response.output_item.done", output_index=len(self.output), item=item),
+        ]
+        self.output.append(item)
+        return parts
+
+    def tool(self, call: dict[str, Any]) -> list[bytes]:
+        item = self.call_item(call)
+        index = len(self.output)
+        at = {"item_id": item["id"], "output_index": index}
+        added = {**item, "arguments": "", "status": "in_progress"}
+        parts = [self.event("response.output_item.added", output_index=index, item=added)]
+        for piece in _split(item["arguments"], 2):
+            parts.append(self.event("response.function_call_arguments.delta", **at, delta=piece))
+        parts += [
+            self.event(
+                "response.function_call_arguments.done",
+                **at,
+                name=item["name"],
+                arguments=item["arguments"],
+            ),
+            self.event("response.output_item.done", output_index=index, item=item),
+        ]
+        self.output.append(item)
+        return parts
+
+    def closing(self, r: Reply) -> list[bytes]:
+        usage = self.usage_of(r.content, r.reasoning)
+        return [self.event("response.completed", response=self.response("completed", usage))]
+
+    def early_error(self, error: dict[str, Any]) -> bytes:
+        """§11.4's `{"type":"error","error":{...}}`: the shape openai-python raises on."""
+        body = {"code": _responses_code(error), "message": error.get("message", "")}
+        return self.event("error", error=body)
+
+    def late_error(self, error: dict[str, Any], partial: str) -> list[bytes]:
+        self.output.append(self.message(self.msg_id, partial, "incomplete"))
+        failed = self.response("failed", error=error)
+        return [self.event("response.failed", response=failed)]
+
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        if r.reasoning:
+            self.output.append(self.reasoning_item(r.reasoning))
+        call = self.tool_call(r)
+        if r.content or call is None:
+            self.output.append(self.message(self.tmp_id("msg_tmp_"), r.content))
+        if call is not None:
+            self.output.append(self.call_item(call))
+        usage = self.usage_of(r.content if billed is None else billed, r.reasoning)
+        return _dump(self.response("completed", usage))
+
+    def error_body(self, error: dict[str, Any]) -> bytes:
+        return _dump(self.response("failed", error=error))
+
+    def failed_body(self, partial: str, error: dict[str, Any]) -> bytes:
+        self.output.append(self.message(self.tmp_id("msg_tmp_"), partial, "incomplete"))
+        return _dump(self.response("failed", self.usage_of(partial, None), error))
+
+
+class _MessagesWire(_Wire):
+    """POST /messages (§12): named events, Anthropic error bodies, `event: data` [DONE] tail."""
+
+    def __init__(self, fake: FakeOpenRouter, rec: Received, gen: _Gen) -> None:
+        super().__init__(fake, rec, gen)
+        self.index = -1
+        self.pinged = False
+
+    @staticmethod
+    def error_json(status: int, body: Any) -> Any:
+        return _anthropic_error(status, body)
+
+    @staticmethod
+    def candidates(body: dict[str, Any], model: str) -> list[str] | HttpError:
+        """`fallbacks: [{"model"}]` (≤3, nothing else in an entry, not with `models`), §12.1."""
+        fallbacks = body.get("fallbacks")
+        if fallbacks is None:
+            return _Wire.candidates(body, model)
+        if "models" in body:
+            return bad_request_400("fallbacks and models cannot be used together")
+        if not isinstance(fallbacks, list) or not all(
+            isinstance(f, dict) and set(f) == {"model"} and isinstance(f["model"], str)
+            for f in fallbacks
+        ):
+            return bad_request_400("fallbacks entries may only contain a model")
+        if len(fallbacks) > 3:
+            return bad_request_400("fallbacks array must have 3 items or fewer")
+        return [model, *(f["model"] for f in fallbacks)]
+
+    @staticmethod
+    def accepts(headers: dict[str, str]) -> str:
+        """Bearer or Anthropic's `x-api-key` (what the anthropic SDK sends), §12.1."""
+        if not headers.get("authorization", "").strip() and headers.get("x-api-key"):
+            return f"Bearer {headers['x-api-key']}"
+        return headers.get("authorization", "")
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        payload = json.dumps({"type": kind, **fields}, separators=(",", ":"))
+        return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+    def usage_of(self, content: str, reasoning: str | None, streamed: bool) -> dict[str, Any]:
+        chat = self.usage(content, reasoning)
+        usage: dict[str, Any] = {
+            "input_tokens": chat["prompt_tokens"],
+            "output_tokens": chat["completion_tokens"],
+            "output_tokens_details": None,
+            "cache_creation_input_tokens": None if streamed else 0,
+            "cache_read_input_tokens": None if streamed else 0,
+            "cache_creation": None,
+            "server_tool_use": None,
+            "service_tier": None if streamed else "standard",
+            "speed": "standard",
+            "cost": chat["cost"],
+            "is_byok": False,
+            "cost_details": chat["cost_details"],
+        }
+        thinking = chat["completion_tokens_details"]["reasoning_tokens"]
+        if thinking:
+            usage["output_tokens_details"] = {"thinking_tokens": thinking}
+        return usage
+
+    def block(self, content_block: dict[str, Any]) -> list[bytes]:
+        self.index += 1
+        parts = [self.event("content_block_start", index=self.index, content_block=content_block)]
+        if not self.pinged:
+            self.pinged = True
+            parts.append(self.event("ping"))
+        return parts
+
+    def delta(self, delta: dict[str, Any]) -> bytes:
+        return self.event("content_block_delta", index=self.index, delta=delta)
+
+    def opening(self, role_chunk: bool) -> list[bytes]:
+        zero = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "output_tokens_details": None,
+            "cache_creation_input_tokens": None,
+            "cache_read_input_tokens": None,
+            "cache_creation": None,
+            "inference_geo": None,
+            "server_tool_use": None,
+            "service_tier": None,
+            "speed": "standard",
+        }
+        message = {**self.message([], None, zero), "provider": self.gen.provider}
+        return [self.event("message_start", message=message)]
+
+    def reasoning(self, text: str) -> list[bytes]:
+        parts = self.block({"type": "thinking", "thinking": "", "signature": ""})
+        for piece in _split(text, 2):
+            parts.append(self.delta({"type": "thinking_delta", "thinking": piece}))
+        return [*parts, self.event("content_block_stop", index=self.index)]
+
+    def text_open(self) -> list[bytes]:
+        return self.block({"type": "text", "text": ""})
+
+    def text_delta(self, piece: str) -> bytes:
+        return self.delta({"type": "text_delta", "text": piece})
+
+    def text_close(self, text: str) -> list[bytes]:
+        return [self.event("content_block_stop", index=self.index)]
+
+    def tool(self, call: dict[str, Any]) -> list[bytes]:
+        block = {
+            "type": "tool_use",
+            "id": self.tmp_id("toolu_", 24),
+            "name": call["name"],
+            "input": {},
+        }
+        parts = self.block(block)
+        for piece in _split(str(call.get("arguments", "")), 2):
+            parts.append(self.delta({"type": "input_json_delta", "partial_json": piece}))
+        return [*parts, self.event("content_block_stop", index=self.index)]
+
+    def closing(self, r: Reply) -> list[bytes]:
+        stop = "end_turn" if self.tool_call(r) is None else "tool_use"
+        delta = {
+            "container": None,
+            "stop_details": None,
+            "stop_reason": stop,
+            "stop_sequence": None,
+        }
+        usage = self.usage_of(r.content, r.reasoning, streamed=True)
+        return [
+            self.event("message_delta", delta=delta, usage=usage, context_management=None),
+            self.event("message_stop"),
+        ]
+
+    def done(self) -> bytes:
+        return MESSAGES_DONE
+
+    def in_band(self, error: dict[str, Any]) -> dict[str, Any]:
+        return dict(_anthropic_error(_code(error), {"error": error}, self.gen.id)["error"])
+
+    def early_error(self, error: dict[str, Any]) -> bytes:
+        return self.event("error", error=self.in_band(error))
+
+    def late_error(self, error: dict[str, Any], partial: str) -> list[bytes]:
+        return [self.event("error", error=self.in_band(error))]
+
+    def message(self, content: list[Any], stop: str | None, usage: Any) -> dict[str, Any]:
+        return {
+            "id": self.gen.id,
+            "type": "message",
+            "role": "assistant",
+            "container": None,
+            "content": content,
+            "model": self.gen.model,
+            "stop_reason": stop,
+            "stop_details": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        content: list[dict[str, Any]] = []
+        if r.reasoning:
+            content.append({"type": "thinking", "thinking": r.reasoning, "signature": ""})
+        call = self.tool_call(r)
+        if r.content or call is None:
+            content.append({"type": "text", "text": r.content, "citations": None})
+        if call is not None:
+            arguments = json.loads(str(call.get("arguments") or "{}"))
+            content.append(
                 {
-                    "id": gen.id,
-                    "object": "chat.completion.chunk",
-                    "created": gen.created,
-                    "model": gen.model,
-                    "provider": gen.provider,
-                    "error": b.error,
-                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+                    "type": "tool_use",
+                    "id": self.tmp_id("toolu_", 24),
+                    "name": call["name"],
+                    "input": arguments,
                 }
             )
-            if b.done:
-                yield DONE
-        elif isinstance(b, WhitespaceOnly):
-            yield KEEPALIVE
-            yield KEEPALIVE
-        elif isinstance(b, CutOff):
-            yield KEEPALIVE
-            yield self._chunk(gen, role)
-            whole = self._chunk(gen, {"role": "assistant", "content": DEFAULT_CONTENT})
-            yield whole[: len(whole) // 2]
+        usage = self.usage_of(r.content if billed is None else billed, r.reasoning, False)
+        stop = "end_turn" if call is None else "tool_use"
+        return _dump({**self.message(content, stop, usage), "provider": self.gen.provider})
 
-    async def _body_parts(self, rec: Received, gen: _Gen, b: Behaviour) -> AsyncIterator[bytes]:
-        if isinstance(b, Reply | Stall):
-            r = b if isinstance(b, Reply) else Reply(content=b.content)
-            if r.leading_whitespace:
-                yield (b"\n " * r.leading_whitespace)[: r.leading_whitespace]
-            if isinstance(b, Stall):
-                async for part in _ticks(b.seconds, b"\n"):
-                    yield part
-            if r.first_byte_delay:
-                await asyncio.sleep(r.first_byte_delay)
-            usage = self._usage(gen, rec, r.content, r.reasoning)
-            yield self._completion(gen, r.content, r.reasoning, usage)
-        elif isinstance(b, ErrorBody200):
-            yield _dump({"error": b.error, "user_id": FAKE_USER_ID})
-        elif isinstance(b, FinishError200):
-            partial = "".join(_split(b.content, b.chunks)[: b.after_chunks])
-            usage = self._usage(gen, rec, partial, None)
-            yield self._completion(gen, partial, None, usage, "error", b.error)
-        elif isinstance(b, WhitespaceOnly):
-            yield b"\n" * b.size
-        elif isinstance(b, CutOff):
-            whole = self._completion(gen, DEFAULT_CONTENT, None, self._usage(gen, rec, "", None))
-            yield b"\n"
-            yield whole[: len(whole) // 2]
-        elif isinstance(b, Drop):
-            yield b"\n"
-            raise _Dropped(rec.request_id)
+    def error_body(self, error: dict[str, Any]) -> bytes:
+        return _dump(_anthropic_error(_code(error), {"error": error}, self.gen.id))
+
+
+class _EmbeddingsWire(_Wire):
+    """POST /embeddings (§13): one JSON body, never a stream, no X-Generation-Id."""
+
+    streams = False
+    generation_header = False
+
+    @staticmethod
+    def candidates(body: dict[str, Any], model: str) -> list[str] | HttpError:
+        return [model]  # the OAS has no `models` here
+
+    def inputs(self) -> list[str]:
+        """Each input item as text: a string, or the JSON of token ids / multimodal parts."""
+        raw = self.rec.json.get("input") if isinstance(self.rec.json, dict) else None
+        if isinstance(raw, str):
+            return [raw]
+        if isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw):
+            return [json.dumps(raw)]  # one token-id array
+        items = raw if isinstance(raw, list) else []
+        return [x if isinstance(x, str) else json.dumps(x, sort_keys=True) for x in items]
+
+    def body(self, data: list[dict[str, Any]], tokens: int) -> bytes:
+        cost = tokens * self.fake._price(self.gen.model, "prompt")
+        usage = {
+            "prompt_tokens": tokens,
+            "total_tokens": tokens,
+            "cost": cost,
+            "is_byok": False,
+            "cost_details": {"upstream_inference_cost": cost},
+        }
+        obj = {
+            "id": self.gen.id.replace("gen-", "embd-", 1),
+            "object": "list",
+            "data": data,
+            "model": self.gen.model,
+            "usage": usage,
+        }
+        return _dump(obj)
+
+    def whole(self, r: Reply, billed: str | None = None) -> bytes:
+        body = self.rec.json if isinstance(self.rec.json, dict) else {}
+        dims = body.get("dimensions")
+        dims = dims if isinstance(dims, int) and dims > 0 else EMBEDDING_DIMS
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts := self.inputs()):
+            vector = fake_embedding(self.gen.model, text, dims)
+            value: Any = vector
+            if as_base64:
+                value = base64.b64encode(array("f", vector).tobytes()).decode()
+            data.append({"object": "embedding", "embedding": value, "index": i})
+        return self.body(data, sum(max(1, len(t.split())) for t in texts))
+
+    def empty(self) -> bytes:
+        return self.body([], 0)
 
 
 def main(argv: list[str] | None = None) -> None:
