@@ -19,6 +19,8 @@ import orjson
 from app import __version__
 from app.config import ConfigError, Settings, load_settings
 from app.errors import ProxyError, UpstreamRejected
+from app.team.commands import add_commands
+from app.team.db import DatabaseError
 from app.upstream import OpenRouterClient
 
 
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--free", action="store_true", help="only free models")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=models)
+    add_commands(command)
     return parser
 
 
@@ -183,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, CommandError) as error:
+    except (ConfigError, CommandError, DatabaseError) as error:
         print(f"openrouter-proxy: {error}", file=sys.stderr)  # noqa: T201
         return 2
     except ProxyError as error:

@@ -16,8 +16,9 @@ from app.config import Settings, load_settings
 from app.cooldowns import MemoryCooldowns
 from app.deps import Services
 from app.errors import install_error_handlers
-from app.routes import chat, health, models
+from app.routes import admin, chat, health, models
 from app.routing import Router
+from app.team.store import Team
 from app.transport import Transport
 from app.upstream import OpenRouterClient
 
@@ -46,10 +47,12 @@ def create_app(
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
         attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait),
+        team=Team(settings.db_path, clock=clock),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.team.start()
         yield
         await services.aclose()
 
@@ -66,6 +69,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app
 
 

@@ -33,6 +33,12 @@ def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) ->
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+@pytest.fixture(autouse=True)
+def _database(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's proxies get their own SQLite file (keys, usage), never ./openrouter-proxy.db."""
+    monkeypatch.setenv("PROXY_DB_PATH", str(tmp_path_factory.mktemp("db") / "proxy.db"))
+
+
 @pytest.fixture
 def fake() -> FakeOpenRouter:
     return FakeOpenRouter()
