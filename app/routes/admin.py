@@ -66,13 +66,15 @@ async def create_key(body: KeyCreate, team: AdminDep) -> dict[str, Any]:
     """Create a key; the answer's `key` is the secret, shown this once."""
     secret = await team.call(team.keys.create, **body.model_dump())
     key = await team.call(team.keys.get, body.name)
+    team.keyring.refresh()  # usable at once here; other replicas see it within a second
     return {"key": secret, **key.public()}
 
 
 @router.delete("/admin/keys/{name}")
 async def revoke_key(name: str, team: AdminDep) -> dict[str, Any]:
-    """Revoke a key; requests bearing it get 401 within a second."""
+    """Revoke a key; requests bearing it get 401 from now on."""
     key = await team.call(team.keys.revoke, name)
+    team.keyring.refresh()
     return key.public()
 
 
