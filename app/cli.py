@@ -21,6 +21,7 @@ from app.config import ConfigError, Settings, load_settings
 from app.errors import ProxyError, UpstreamRejected
 from app.team.commands import add_commands
 from app.team.db import DatabaseError
+from app.team.keys import keys_exist
 from app.upstream import OpenRouterClient
 
 
@@ -55,7 +56,8 @@ def serve(args: argparse.Namespace) -> None:
     from app.request_log import configure_logging
 
     settings = load_settings(args.config, host=args.host, port=args.port)
-    check_bind(settings)
+    if not keys_exist(settings.db_path):
+        check_bind(settings)
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

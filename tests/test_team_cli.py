@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from app.team.db import DatabaseError, open_database
 from app.team.usage import UsageRecord, UsageWriter
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
+from tests.test_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,3 +229,31 @@ def test_read_only_filesystem_is_one_line(db):
     )
     line = one_error_line(result)
     assert line.startswith(f"openrouter-proxy: database {db} is read-only")
+
+
+def test_once_a_key_exists_the_server_may_bind_every_interface(db):
+    """DESIGN §7: only open mode (no key ever created) is confined to loopback."""
+    assert run_cli("keys", "create", "alice", db=db).returncode == 0
+    assert run_cli("keys", "revoke", "alice", db=db).returncode == 0  # still not open
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PROXY_DB_PATH": str(db)},
+        cwd=db.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/usage", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, "serve refused to start"
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0

@@ -16,11 +16,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidRequest, KeyExists, NotFound
+from app.team.db import open_database
 
 SECRET_PREFIX = "sk-proxy-"
 SHOWN_CHARS = 12  # `sk-proxy-` and three random characters: enough to tell keys apart
@@ -171,3 +173,12 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def keys_exist(path: Path) -> bool:
+    """Has any client key been created (revoked ones count: open mode ends with the first)?"""
+    connection = open_database(path)
+    try:
+        return connection.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
+    finally:
+        connection.close()
