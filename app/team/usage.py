@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 import time
@@ -56,6 +57,7 @@ class UsageWriter:
         self._db = connection
         self._pending: deque[UsageRecord] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._failing = False
 
     @property
@@ -73,14 +75,17 @@ class UsageWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+        # Never cancelled: a cancelled flush would leave its thread writing while aclose()
+        # wrote the same batch again. aclose() sets `_closing` and waits for the last flush.
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), FLUSH_INTERVAL)
             while self._pending and await self.flush():
                 pass
 
     async def flush(self) -> bool:
         """Write up to BATCH queued records; on failure keep them and return False."""
-        batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
+        batch = list(itertools.islice(self._pending, BATCH))
         if not batch:
             return True
         try:
@@ -98,7 +103,7 @@ class UsageWriter:
             logger.warning("usage: writing records again")
             self._failing = False
         # Only this method removes records, and it never runs twice at once (the task
-        # runs it, and aclose() cancels the task first), so the batch is still at the head.
+        # runs it, and aclose() waits for the task first), so the batch is still at the head.
         for _ in batch:
             self._pending.popleft()
         return True
@@ -116,9 +121,8 @@ class UsageWriter:
     async def aclose(self) -> None:
         """Stop the task and write every record left (one try; a failure is logged)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._closing.set()
+            await self._task
             self._task = None
         while self._pending:
             if not await self.flush():
