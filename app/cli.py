@@ -19,6 +19,9 @@ import orjson
 from app import __version__
 from app.config import ConfigError, Settings, load_settings
 from app.errors import ProxyError, UpstreamRejected
+from app.team.commands import add_commands
+from app.team.db import DatabaseError
+from app.team.keys import keys_exist
 from app.upstream import OpenRouterClient
 
 
@@ -53,7 +56,8 @@ def serve(args: argparse.Namespace) -> None:
     from app.request_log import configure_logging
 
     settings = load_settings(args.config, host=args.host, port=args.port)
-    check_bind(settings)
+    if not keys_exist(settings.db_path):
+        check_bind(settings)
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -176,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--free", action="store_true", help="only free models")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=models)
+    add_commands(command)
     return parser
 
 
@@ -183,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, CommandError) as error:
+    except (ConfigError, CommandError, DatabaseError) as error:
         print(f"openrouter-proxy: {error}", file=sys.stderr)  # noqa: T201
         return 2
     except ProxyError as error:

@@ -13,6 +13,7 @@ from app.catalogue import Catalogue
 from app.config import Settings
 from app.cooldowns import CooldownStore
 from app.routing import Router
+from app.team.store import Team
 from app.upstream import OpenRouterClient
 
 
@@ -25,9 +26,11 @@ class Services:
     cooldowns: CooldownStore
     router: Router
     attempts: Attempts
+    team: Team
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        await self.team.aclose()
 
 
 def services_of(request: Request) -> Services:

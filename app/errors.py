@@ -2,6 +2,8 @@
 
     ProxyError                      500 server_error
     ├── InvalidRequest              400 invalid_request_error   bad JSON or fields
+    ├── InvalidKey                  401 authentication_error    missing, unknown or revoked key
+    ├── KeyExists                   409 invalid_request_error   `keys create` of a taken name
     ├── NotFound                    404 not_found_error         route or model id
     ├── Forbidden                   403 permission_error        the key may not do this
     │   ├── ModelNotAllowed             model_not_allowed       outside the key's patterns
@@ -244,3 +246,19 @@ class WouldCost(Forbidden):
     """A free-only key asked for something the account would pay for (DESIGN §7)."""
 
     code = "would_cost"
+
+
+class InvalidKey(ProxyError):
+    """A /v1 request without a valid client key, once keys exist (DESIGN §7)."""
+
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class KeyExists(ProxyError):
+    """A client key of that name already exists (revoked ones included: names are not reused)."""
+
+    status_code = 409
+    type = "invalid_request_error"
+    code = "key_exists"

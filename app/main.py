@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health, models
+from app.api import admin, health, models
 from app.api.routes import add_inference_routes
 from app.attempts import Attempts
 from app.catalogue import Catalogue
@@ -19,6 +19,7 @@ from app.cooldowns import MemoryCooldowns
 from app.deps import Services
 from app.errors import install_error_handlers
 from app.routing import Router
+from app.team.store import Team
 from app.transport import Transport
 from app.upstream import OpenRouterClient
 
@@ -47,10 +48,12 @@ def create_app(
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
         attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait),
+        team=Team(settings.db_path, clock=clock),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.team.start()
         yield
         await services.aclose()
 
@@ -67,6 +70,7 @@ def create_app(
     add_inference_routes(app)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app
 
 

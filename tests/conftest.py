@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +20,12 @@ from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter
 from tests.live_server import LiveServer
 
 CLIENT_KEY = "sk-client-secret-never-forwarded"
+
+# Each proxy a test builds gets its own SQLite file (keys, usage): a key one test creates
+# never closes another's open mode, and nothing lands in ./openrouter-proxy.db.
+_DB_DIR = Path(tempfile.mkdtemp(prefix="openrouter-proxy-tests-"))
+atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
+_DB_FILES = itertools.count()
 
 
 @pytest.fixture
@@ -28,6 +39,7 @@ def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) ->
     values: dict[str, Any] = {
         "openrouter_api_key": FAKE_KEY,
         "openrouter_base_url": f"{upstream_url}/api/v1",
+        "db_path": _DB_DIR / f"proxy-{next(_DB_FILES)}.db",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

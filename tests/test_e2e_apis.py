@@ -16,11 +16,11 @@ import pytest
 from tests.conftest import CLIENT_KEY, ProxyFactory
 from tests.fake_openrouter import (
     COMPLETIONS_PATH,
+    DEEPSEEK,
     EMBED,
     EMBEDDINGS_PATH,
     FAKE_KEY,
     MESSAGES_PATH,
-    DEEPSEEK,
     MISTRAL,
     QWEN,
     R1,

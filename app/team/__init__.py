@@ -1,1 +1,2 @@
-"""Team features: client keys, their quotas, the account's free budget, usage."""
+"""Team features: client keys and who is calling, their quotas, the account's free budget,
+and one usage record per request."""

@@ -1,0 +1,107 @@
+"""Who is calling: a client key from `Authorization: Bearer` or `x-api-key`, or open mode.
+
+`KeyRing` keeps every key in memory, keyed by the secret's hash, so authenticating a
+request is a dict lookup. It re-reads the table only when another connection changed the
+database (`PRAGMA data_version`), and checks that at most every `REFRESH_INTERVAL` seconds,
+lazily on the request path: a key created or revoked by `openrouter-proxy keys …` or the
+admin API is seen within that interval, and no request ever waits on a query otherwise.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.errors import InvalidKey
+from app.team.keys import ApiKey, hash_secret, select_keys
+
+REFRESH_INTERVAL = 0.5  # seconds; DESIGN §2 promises a new or revoked key within one
+
+_HOW = "Pass your proxy key as `Authorization: Bearer sk-proxy-…` or `x-api-key: sk-proxy-…`."
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The client of one request; `key` is None in open mode (no client key exists)."""
+
+    key: ApiKey | None
+
+    @property
+    def name(self) -> str | None:
+        return self.key.name if self.key else None
+
+
+OPEN = Caller(key=None)
+
+
+class KeyRing:
+    """In-memory snapshot {hash: key} of the keys table, refreshed when the file changes.
+
+    Open mode lasts only while the table has no row at all: revoking the last key does
+    not reopen the proxy to anyone (that would silently undo the operator's revocation).
+    """
+
+    def __init__(
+        self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._db = connection  # its own connection: data_version ignores its own writes
+        self._clock = clock
+        self._by_hash: dict[str, ApiKey] = {}
+        self._version = -1
+        self._checked = float("-inf")
+        self.refresh()
+
+    @property
+    def open_mode(self) -> bool:
+        self._maybe_refresh()
+        return not self._by_hash
+
+    def refresh(self) -> None:
+        """Re-read the keys when another connection committed a change since last time."""
+        self._checked = self._clock()
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._version:
+            self._by_hash = dict(select_keys(self._db))
+            self._version = version
+
+    def _maybe_refresh(self) -> None:
+        if self._clock() - self._checked >= REFRESH_INTERVAL:
+            self.refresh()
+
+    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
+        """The caller of a request from its two possible key headers; raise InvalidKey."""
+        self._maybe_refresh()
+        if not self._by_hash:
+            return OPEN
+        presented = [t for t in (_bearer(authorization), (x_api_key or "").strip()) if t]
+        if not presented:
+            raise InvalidKey(f"Missing API key. {_HOW}")
+        revoked: ApiKey | None = None
+        for token in presented:
+            # Looked up by the secret's SHA-256, never compared to a secret: the lookup's
+            # timing can only reveal how the hash of the attacker's own guess compares to
+            # stored hashes, which gives no path to a secret (that needs a preimage). So a
+            # dict lookup is as safe as hmac.compare_digest against every stored secret.
+            key = self._by_hash.get(hash_secret(token))
+            if key is None:
+                continue
+            if key.revoked is None:
+                return Caller(key=key)
+            revoked = key
+        if revoked is not None:
+            raise InvalidKey(
+                f"API key '{revoked.name}' was revoked. Ask the proxy's operator for a new key."
+            )
+        raise InvalidKey(f"Invalid API key. {_HOW}")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        return ""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

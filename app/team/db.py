@@ -1,0 +1,147 @@
+"""The SQLite store of record for keys and usage: WAL, a schema version, ordered migrations.
+
+Every process (the server, `openrouter-proxy keys …`) opens the same file. WAL lets the
+server read keys while a command writes one; `busy_timeout` makes a writer wait for
+another's short transaction instead of failing. A file SQLite cannot use (corrupted,
+read-only, a directory, a missing folder) is one `DatabaseError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 5_000
+
+# Migration N (1-based) brings a database from schema N-1 to N. Released entries are
+# never edited: a change is a new entry, so every older file can be brought up to date.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created REAL NOT NULL,
+            revoked REAL,
+            rpm INTEGER,
+            rpd INTEGER,
+            tpd INTEGER,
+            concurrency INTEGER,
+            models TEXT NOT NULL DEFAULT '[]',
+            paid INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            key TEXT,
+            route TEXT NOT NULL,
+            requested_model TEXT,
+            served_model TEXT,
+            attempts INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            stream INTEGER NOT NULL,
+            cache TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost REAL,
+            latency_ms REAL NOT NULL,
+            ttft_ms REAL
+        )""",
+        "CREATE INDEX usage_time ON usage (time)",
+        "CREATE INDEX usage_key_time ON usage (key, time)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message is one line naming the file and the fix."""
+
+
+def open_database(path: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the database; raise DatabaseError if unusable.
+
+    The connection is in autocommit mode (`isolation_level=None`): callers that write
+    several rows say BEGIN/COMMIT themselves. `check_same_thread=False` lets the usage
+    writer hand its connection to one worker thread at a time.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatabaseError(f"database {path} is a directory; set PROXY_DB_PATH to a file")
+    if not path.parent.is_dir():
+        raise DatabaseError(
+            f"database {path}: folder {path.parent} does not exist; create it or change "
+            "PROXY_DB_PATH"
+        )
+    try:
+        connection = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    except sqlite3.Error as exc:
+        raise _describe(path, exc) from None
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        # WAL with synchronous=NORMAL: a commit survives a killed process (kill -9); only
+        # a power loss may drop the last transactions, which is what usage can afford.
+        connection.execute("PRAGMA synchronous = NORMAL")
+        _migrate(connection, path)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise _describe(path, exc) from None
+    except DatabaseError:
+        connection.close()
+        raise
+    return connection
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    """Apply the missing migrations in one transaction; the write also proves the file is
+    writable, so a read-only database fails at start-up rather than at the first request."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"database {path} has schema version {version}, newer than this "
+                f"openrouter-proxy knows ({SCHEMA_VERSION}); upgrade openrouter-proxy"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number - 1]:
+                connection.execute(statement)
+        # Written even when already current: a read-only file fails here, not later.
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _describe(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """One line for a SQLite failure at open: what is wrong with the file, and the fix."""
+    reason = str(exc)
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB" or "not a database" in reason:
+        return DatabaseError(
+            f"database {path} is not an SQLite database or is corrupted ({reason}); "
+            "move it away to start a new one, or point PROXY_DB_PATH elsewhere"
+        )
+    if name.startswith("SQLITE_READONLY") or not _writable(path):
+        return DatabaseError(
+            f"database {path} is read-only ({reason}); the proxy writes keys and usage "
+            "there: make the file and its folder writable, or point PROXY_DB_PATH elsewhere"
+        )
+    if name.startswith("SQLITE_CORRUPT"):
+        return DatabaseError(
+            f"database {path} is corrupted ({reason}); restore a backup or move it away"
+        )
+    return DatabaseError(f"database {path} cannot be used: {reason}")
+
+
+def _writable(path: Path) -> bool:
+    """Can this process write the file (or create it, and its WAL files, in its folder)?
+    `os.access` honours read-only mounts even for root."""
+    folder_ok = os.access(path.parent, os.W_OK)
+    return folder_ok and (not path.exists() or os.access(path, os.W_OK))
