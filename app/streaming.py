@@ -18,7 +18,8 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
+from app.shutdown import OpenStreams
 from app.sse import DONE_EVENT, Kind, classify, split_events
 from app.upstream import OpenedStream, next_chunk
 
@@ -59,7 +60,7 @@ class StreamOutcome:
                         self.finish_reason = choice["finish_reason"]
 
 
-def error_event(error: UpstreamError, model: str) -> bytes:
+def error_event(error: ProxyError, model: str) -> bytes:
     """One chunk with a top-level OpenAI-shaped `error` and a terminating choice."""
     chunk = {
         "object": "chat.completion.chunk",
@@ -71,22 +72,41 @@ def error_event(error: UpstreamError, model: str) -> bytes:
 
 
 async def relay(
-    opened: OpenedStream, on_finish: Callable[[StreamOutcome], None]
+    opened: OpenedStream,
+    on_finish: Callable[[StreamOutcome], None],
+    *,
+    include_usage: bool = False,
+    streams: OpenStreams | None = None,
 ) -> AsyncIterator[bytes]:
+    """The stream's bytes for the client. The usage-only chunk (`choices: []`) is read but
+    passed on only with `include_usage` (OpenAI's `stream_options.include_usage`)."""
     outcome = StreamOutcome()
+    reader = opened.reader
+    if streams is not None:
+        streams.add(reader)
     try:
         outcome.scan(opened.head)
-        yield opened.head
+        head = opened.head if include_usage else _without_usage_chunk(opened.head)
+        if head:
+            yield head
         while not outcome.done:
-            chunk = await next_chunk(opened.reader, opened.model)
+            chunk = await next_chunk(reader, opened.model)
             if chunk is None:
                 break
             block = opened.splitter.feed(chunk)
             if block:
+                if b"data:" in block:
+                    reader.touch()  # keep-alive comments do not count as activity
                 outcome.scan(block)
-                yield block
+                if not include_usage:
+                    block = _without_usage_chunk(block)
+                if block:
+                    yield block
         if outcome.done:
             await opened.drain()
+        elif outcome.error is None and outcome.finish_reason not in (None, "error"):
+            outcome.done = True  # finished for real; only the terminator was missing
+            yield DONE_EVENT
         else:
             if outcome.error is None:
                 failure = UpstreamBroken(
@@ -96,18 +116,51 @@ async def relay(
                 yield error_event(failure, opened.model)
             yield DONE_EVENT
     except UpstreamError as exc:
+        ended: ProxyError = exc
         if isinstance(exc, UpstreamTimeout):
-            exc = UpstreamTimeout(
-                f"{opened.model}: the stream passed PROXY_TOTAL_TIMEOUT and was cut off"
-            )
-        outcome.error = exc.body()["error"]
-        yield error_event(exc, opened.model) + DONE_EVENT
+            ended = _why_cut(opened)
+        outcome.error = ended.body()["error"]
+        yield error_event(ended, opened.model) + DONE_EVENT
     except (asyncio.CancelledError, GeneratorExit):
         outcome.cancelled = True
         raise
     finally:
+        if streams is not None:
+            streams.discard(reader)
         await opened.aclose()
         on_finish(outcome)
+
+
+def _why_cut(opened: OpenedStream) -> ProxyError:
+    """The error event for a stream ended by a limit: which one, and what to do."""
+    model = opened.model
+    if opened.reader.stopped:
+        return ServerStopping(
+            f"{model}: the proxy is shutting down and ended this stream; retry the request."
+        )
+    if opened.reader.idle_expired:
+        return UpstreamTimeout(
+            f"{model}: no data from OpenRouter for PROXY_STREAM_IDLE_TIMEOUT; the stream was ended"
+        )
+    return UpstreamTimeout(f"{model}: the stream passed PROXY_TOTAL_TIMEOUT and was cut off")
+
+
+def _without_usage_chunk(block: bytes) -> bytes:
+    """`block` minus any usage-only event (`choices: []`); other events keep their bytes."""
+    if b'"usage"' not in block or b"[]" not in block:
+        return block
+    kept = [event for event in split_events(block) if not _is_usage_only(event)]
+    return b"".join(kept)
+
+
+def _is_usage_only(event: bytes) -> bool:
+    kind, data = classify(event)
+    return (
+        kind is Kind.OTHER
+        and data is not None
+        and data.get("choices") == []
+        and isinstance(data.get("usage"), dict)
+    )
 
 
 class EventStreamResponse(StreamingResponse):

@@ -3,6 +3,8 @@ against the fake's catalogue served through `httpx.MockTransport`."""
 
 from __future__ import annotations
 
+import time
+
 import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -218,7 +220,7 @@ async def test_free_puts_proven_models_first_and_failing_ones_last():
     async with router_for() as (router, cooldowns):
         await cooldowns.succeeded(QWEN, 0.2)
         await cooldowns.succeeded(R1, 0.1)
-        await cooldowns.failed(SCOUT)
+        await cooldowns.mark_failing(SCOUT, time.time() + 15)  # a 5xx just now
         chat = parse_chat_request(orjson.dumps({"model": "free", "messages": HELLO}), "free")
         found = await router.candidates(chat)
     assert found[:2] == [R1, QWEN]

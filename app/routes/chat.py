@@ -7,13 +7,16 @@ import time
 from functools import partial
 
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.attempts import ClientGone, Served
 from app.chat_request import ChatRequest, parse_chat_request, read_body
 from app.deps import services_of
+from app.disconnect import cancelled_when_gone
 from app.errors import ProxyError, UpstreamKeyMissing
 from app.request_log import log_request
+from app.shutdown import OpenStreams
 from app.streaming import EventStreamResponse, StreamOutcome, relay
 from app.upstream import Answer, Call, OpenedStream
 
@@ -29,7 +32,10 @@ async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     request_id = request_id_for(request)
     try:
-        body = await read_body(request, services.settings.max_body_bytes)
+        try:
+            body = await read_body(request, services.settings.max_body_bytes)
+        except ClientDisconnect:
+            raise ClientGone from None  # the upload was cut mid-body
         chat = parse_chat_request(body, services.settings.default_model)
         # Auth, quota and cache steps join the pipeline here, in that order.
         if services.settings.upstream_key is None:
@@ -39,15 +45,19 @@ async def chat_completions(request: Request) -> Response:
         candidates = await services.router.candidates(chat)
         attribution = {h: v for h in _CLIENT_ATTRIBUTION if (v := request.headers.get(h))}
         call = Call(chat, attribution, request_id)
-        if chat.stream:
-            opened = await services.attempts.first_success(
-                candidates, partial(services.upstream.open_stream, call), request.is_disconnected
+        async with cancelled_when_gone(request.receive):
+            if chat.stream:
+                opened = await services.attempts.first_success(
+                    candidates,
+                    partial(services.upstream.open_stream, call),
+                    request.is_disconnected,
+                )
+                return _stream_response(chat, opened, request_id, started, services.streams)
+            answer = await services.attempts.first_success(
+                candidates, partial(services.upstream.complete, call), request.is_disconnected
             )
-            return _stream_response(chat, opened, request_id, started)
-        answer = await services.attempts.first_success(
-            candidates, partial(services.upstream.complete, call), request.is_disconnected
-        )
     except ClientGone:
+        log_request(id=request_id, status=499, error="client_gone", ms=_ms(started))
         return Response(status_code=499)
     except ProxyError as error:
         error.headers["X-Request-Id"] = request_id
@@ -81,14 +91,18 @@ router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
 
 
 def _stream_response(
-    chat: ChatRequest, opened: Served[OpenedStream], request_id: str, started: float
+    chat: ChatRequest,
+    opened: Served[OpenedStream],
+    request_id: str,
+    started: float,
+    streams: OpenStreams,
 ) -> Response:
     def finished(outcome: StreamOutcome) -> None:
         log_request(
             id=request_id,
             model=chat.model,
             served=opened.model,
-            status=200,
+            status=499 if outcome.cancelled else 200,
             attempts=opened.attempts,
             stream=True,
             done=outcome.done,
@@ -97,8 +111,11 @@ def _stream_response(
             ms=_ms(started),
         )
 
+    options = chat.data.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return EventStreamResponse(
-        relay(opened.result, finished), headers=_served_headers(opened, request_id)
+        relay(opened.result, finished, include_usage=include_usage, streams=streams),
+        headers=_served_headers(opened, request_id),
     )
 
 
