@@ -192,7 +192,7 @@ def test_a_model_is_tried_at_most_three_times_per_request(
     assert fake.attempts == [SCOUT] * 3
 
 
-# --- context length ---------------------------------------------------------------------------------
+# --- context length ----------------------------------------------------------------------------
 
 TOO_LONG = bad_request_400(
     "This endpoint's maximum context length is 8192 tokens. However, you requested about "

@@ -150,9 +150,7 @@ POLICY = [
         id="400-context-length",
     ),
     pytest.param(
-        UpstreamRejected(
-            400, "Input too long", metadata={"error_type": "context_length_exceeded"}
-        ),
+        UpstreamRejected(400, "Input too long", metadata={"error_type": "context_length_exceeded"}),
         Next.LARGER_CONTEXT,
         None,
         id="400-context_length_exceeded",

@@ -3,9 +3,8 @@ against the fake's catalogue served through `httpx.MockTransport`."""
 
 from __future__ import annotations
 
-import time
-
 import copy
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
