@@ -96,7 +96,8 @@ class Attempts:
             model = next((m for m in ready if m not in failing), ready[0])
             tried += 1
             tries[model] = tries.get(model, 0) + 1
-            is_last = all(m == model for m in remaining) or tried >= self._max_attempts
+            # Somewhere else to go: another model ready now, and attempts left for it.
+            is_last = all(m == model for m in ready) or tried >= self._max_attempts
             started = time.monotonic()
             try:
                 result = await attempt(model, last=is_last)
