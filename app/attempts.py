@@ -1,30 +1,45 @@
-"""Walk the candidates: skip cooling models, wait briefly for one that comes back soon,
-cool what fails, and stop at the first usable answer (DESIGN §6). One model per attempt,
-each model at most once per request.
+"""Walk the candidates: skip cooling (rate-limited) models, try failing ones after the
+others, wait briefly for a model that comes back soon (the one just tried included), and
+stop at the first usable answer (DESIGN §6). One model per attempt; a model is tried again
+only after its rate limit resets (at most `MAX_TRIES_PER_MODEL` times) or, when it is the
+only candidate, once after a server failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from app.catalogue import Catalogue
-from app.cooldowns import CooldownStore, is_free_variant
+from app.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
 from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamRejected
-from app.fallback import Next, Scope, cooldown_until, judge
+from app.fallback import Next, Scope, Verdict, cooldown_until, judge
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 log = logging.getLogger("openrouter_proxy.fallback")
 # How often a waiting request checks whether its client is still there.
 _GONE_POLL_SECONDS = 0.25
+# A rate-limited model is waited for and tried again at most this often per request.
+MAX_TRIES_PER_MODEL = 3
+# A lone candidate that failed (not rate-limited) is tried again after a pause in this range.
+RETRY_PAUSE_SECONDS = (0.2, 0.8)
 
 
 class ClientGone(Exception):
     """The client left while its request waited; nobody is left to answer."""
+
+
+class Attempt(Protocol[T_co]):
+    """One upstream attempt on `model`; `last` is true when no other model would follow,
+    so a stream gets PROXY_FIRST_BYTE_TIMEOUT rather than the first-token timeout."""
+
+    def __call__(self, model: str, *, last: bool) -> Awaitable[T_co]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +56,18 @@ class Attempts:
         catalogue: Catalogue,
         clock: Callable[[], float],
         max_wait: float,
+        max_attempts: int = 10,
     ) -> None:
         self._cooldowns = cooldowns
         self._catalogue = catalogue
         self._clock = clock
         self._max_wait = max_wait
+        self._max_attempts = max_attempts
 
     async def first_success(
         self,
         candidates: Sequence[str],
-        attempt: Callable[[str], Awaitable[T]],
+        attempt: Attempt[T],
         client_gone: Callable[[], Awaitable[bool]],
     ) -> Served[T]:
         if not candidates:
@@ -60,10 +77,11 @@ class Attempts:
                 param="model",
             )
         remaining = list(candidates)
+        tries: dict[str, int] = {}
         tried = 0
         waited = 0.0
         last: UpstreamError | None = None
-        while remaining:
+        while remaining and tried < self._max_attempts:
             now = self._clock()
             cooling = await self._cooldowns.cooling(remaining, now)
             ready = [m for m in remaining if m not in cooling]
@@ -74,26 +92,42 @@ class Attempts:
                 await _sleep_unless_gone(wait, client_gone)
                 waited += wait
                 continue
-            model = ready[0]
-            remaining.remove(model)
+            failing = await self._cooldowns.failing(ready, now)
+            model = next((m for m in ready if m not in failing), ready[0])
             tried += 1
+            tries[model] = tries.get(model, 0) + 1
+            # Somewhere else to go: another model ready now, and attempts left for it.
+            is_last = all(m == model for m in ready) or tried >= self._max_attempts
             started = time.monotonic()
             try:
-                result = await attempt(model)
+                result = await attempt(model, last=is_last)
             except UpstreamError as error:
                 log.info("attempt %d: %s failed: %s", tried, model, error.message)
-                next_step = await self._cool(model, error)
-                if next_step is Next.RELAY:
-                    raise _with_attempts(error, tried) from None
-                if next_step is Next.FREE_ONLY:
-                    remaining = [m for m in remaining if await self._zero_priced(m)]
+                verdict = await self._record(model, error)
                 last = error
+                if verdict.next in (Next.RELAY, Next.STOP):
+                    raise _with_attempts(error, tried) from None
+                if verdict.scope is Scope.FAILING and len(candidates) == 1 and tries[model] == 1:
+                    # One transient 5xx must not cost the client its own retry and backoff.
+                    await _sleep_unless_gone(random.uniform(*RETRY_PAUSE_SECONDS), client_gone)
+                    continue
+                if verdict.scope not in (Scope.MODEL, Scope.FREE_TIER) or (
+                    tries[model] >= MAX_TRIES_PER_MODEL
+                ):
+                    remaining.remove(model)  # a rate-limited one stays: its reset may be near
+                if verdict.next is Next.FREE_ONLY:
+                    remaining = [m for m in remaining if await self._zero_priced(m)]
+                elif verdict.next is Next.LARGER_CONTEXT:
+                    remaining = await self._longer_than(model, remaining)
+                    if not remaining:
+                        raise _with_attempts(error, tried) from None
                 continue
             await self._cooldowns.succeeded(model, time.monotonic() - started)
             return Served(result, model, tried)
         raise _with_attempts(await self._exhausted(candidates, last), tried)
 
-    async def _cool(self, model: str, error: UpstreamError) -> Next:
+    async def _record(self, model: str, error: UpstreamError) -> Verdict:
+        """What the failure says about the model, written to the cooldown store."""
         now = self._clock()
         verdict = judge(error, now)
         if verdict.scope is Scope.FREE_TIER:
@@ -101,7 +135,27 @@ class Attempts:
         elif verdict.scope is Scope.MODEL:
             failures = await self._cooldowns.failed(model)
             await self._cooldowns.cool(model, cooldown_until(verdict, now, failures))
-        return verdict.next
+        elif verdict.scope is Scope.FAILING:
+            await self._cooldowns.mark_failing(model, now + FAILING_SECONDS)
+        return verdict
+
+    async def _longer_than(self, model: str, remaining: list[str]) -> list[str]:
+        """The candidates whose known context length is larger than `model`'s."""
+        try:
+            models = await self._catalogue.models()
+        except UpstreamError:
+            return []
+        info = models.get(model)
+        limit = info.context_length if info is not None else None
+        if limit is None:
+            return []
+        longer: list[str] = []
+        for candidate in remaining:
+            other = models.get(candidate)
+            length = other.context_length if other is not None else None
+            if length is not None and length > limit:
+                longer.append(candidate)
+        return longer
 
     async def _zero_priced(self, model: str) -> bool:
         try:

@@ -24,6 +24,9 @@ from app.team.db import DatabaseError
 from app.team.keys import keys_exist
 from app.upstream import OpenRouterClient
 
+# Seconds open requests may run on after SIGTERM; streams still open then end cleanly.
+GRACE_SECONDS = 10
+
 
 class CommandError(Exception):
     """A command cannot do its job; the message is the line printed on stderr."""
@@ -50,10 +53,9 @@ def check_bind(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from app.main import create_app
     from app.request_log import configure_logging
+    from app.shutdown import run_server
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     if not keys_exist(settings.db_path):
@@ -61,14 +63,16 @@ def serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    run_server(
+        app,
+        app.state.services.streams,
+        grace=GRACE_SECONDS,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
     )
 
 

@@ -4,6 +4,8 @@ Reading a body chunk by chunk under `asyncio.timeout_at` costs a timer, a heap p
 context switches per chunk: a fifth of a relayed stream's CPU. `DeadlineReader` keeps one
 timer per attempt instead and cancels the reading task only if it fires while a read is
 pending, the same protocol as `asyncio.timeout` (cancel, then `uncancel` into TimeoutError).
+The stream idle limit rides the same timer: `touch()` only records the time, and the timer
+re-arms itself when it fires early, so a relayed chunk costs no timer work.
 """
 
 from __future__ import annotations
@@ -23,33 +25,78 @@ class Deadline:
     total: float
 
     @classmethod
-    def start(cls, settings: Settings) -> Deadline:
+    def start(cls, settings: Settings, first_byte_timeout: float | None = None) -> Deadline:
         now = asyncio.get_running_loop().time()
         total = now + settings.total_timeout
-        return cls(first_byte=min(now + settings.first_byte_timeout, total), total=total)
+        first_byte = first_byte_timeout or settings.first_byte_timeout
+        return cls(first_byte=min(now + first_byte, total), total=total)
 
 
 class DeadlineReader:
     """Chunks from `chunks` until `until`; raises TimeoutError once it has passed."""
 
-    __slots__ = ("_chunks", "_loop", "_until", "_timer", "_expired", "_reader")
+    __slots__ = (
+        "_chunks",
+        "_loop",
+        "_until",
+        "_hard",
+        "_timer",
+        "_expired",
+        "_reader",
+        "_idle",
+        "_last",
+        "idle_expired",
+        "stopped",
+    )
 
     def __init__(self, chunks: AsyncIterator[bytes], until: float) -> None:
         self._chunks = chunks
         self._loop = asyncio.get_running_loop()
-        self._until = until
+        self._until = self._hard = until
         self._expired = False
         self._reader: asyncio.Task[object] | None = None  # the task blocked in next()
+        self._idle: float | None = None
+        self._last = 0.0
+        self.idle_expired = False  # the idle limit, not the deadline, ended the reading
+        self.stopped = False  # `stop()` ended the reading (server shutdown)
         self._timer = self._loop.call_at(until, self._expire)
 
     def extend_to(self, until: float) -> None:
-        """Move the deadline (first byte seen: from the first-byte to the total limit)."""
+        """Move the deadline (first byte seen: from the first-byte to the total limit).
+        A hard deadline: any idle limit is dropped."""
+        self._idle = None
+        self._hard = until
+        self._arm(until)
+
+    def limit_idle(self, seconds: float) -> None:
+        """Also end the reading when `touch()` was not called for `seconds`."""
+        self._idle = seconds
+        self._last = self._loop.time()
+        self._arm(min(self._last + seconds, self._hard))
+
+    def touch(self) -> None:
+        """Data arrived: the idle limit counts from now."""
+        self._last = self._loop.time()
+
+    def stop(self) -> None:
+        """End the reading now, as a deadline would (server shutdown)."""
+        self.stopped = True
+        self._timer.cancel()
+        self._expire()
+
+    def _arm(self, until: float) -> None:
         if until != self._until and not self._expired:
             self._timer.cancel()
             self._until = until
             self._timer = self._loop.call_at(until, self._expire)
 
     def _expire(self) -> None:
+        if self._idle is not None and not self.stopped and self._until < self._hard:
+            idle_end = self._last + self._idle
+            if idle_end > self._loop.time():  # data came meanwhile: wait the rest
+                self._arm(min(idle_end, self._hard))
+                return
+            self.idle_expired = True
         self._expired = True
         if self._reader is not None:
             self._reader.cancel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from app.catalogue import Catalogue
 from app.config import Settings
 from app.cooldowns import CooldownStore
 from app.routing import Router
+from app.shutdown import OpenStreams
 from app.team.store import Team
 from app.upstream import OpenRouterClient
 
@@ -27,6 +28,7 @@ class Services:
     router: Router
     attempts: Attempts
     team: Team
+    streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

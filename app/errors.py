@@ -12,6 +12,7 @@
     ├── RateLimited                 429 rate_limit_error        every candidate cooling
     │   └── QuotaExceeded               quota_exceeded          a key's rpm/rpd/tpd/concurrency
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
+    ├── ServerStopping              503 server_error            SIGTERM ended an open stream
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
         ├── UpstreamTimeout         504 timeout                 a per-attempt deadline
@@ -160,8 +161,12 @@ class UpstreamRejected(UpstreamError):
         metadata: dict[str, Any] | None = None,
         upstream_headers: dict[str, str] | None = None,
     ) -> None:
+        # Lower-case names: the same header echoed in the body and sent for real, or set
+        # again by the proxy (`retry-after`), must reach the client once.
         relayed = {
-            k: v for k, v in (upstream_headers or {}).items() if k.lower() in _RELAYED_HEADERS
+            k.lower(): v
+            for k, v in (upstream_headers or {}).items()
+            if k.lower() in _RELAYED_HEADERS
         }
         super().__init__(message, headers=relayed)
         self.status = status
@@ -262,3 +267,11 @@ class KeyExists(ProxyError):
     status_code = 409
     type = "invalid_request_error"
     code = "key_exists"
+
+
+class ServerStopping(ProxyError):
+    """The server's grace period ended while a stream was still open (SIGTERM)."""
+
+    status_code = 503
+    type = "server_error"
+    code = "server_shutting_down"

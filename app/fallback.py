@@ -1,5 +1,6 @@
-"""Fallback policy: which failed attempts may move on to the next model, and for how long a
-failing model is skipped. One reason per line, as openai-python's `_should_retry` does;
+"""Fallback policy: which failed attempts may move on to the next model, and what the failure
+says about the model: rate-limited (skipped until its reset) or failing (only tried after
+the others, DESIGN §6). One reason per line, as openai-python's `_should_retry` does;
 sources are DESIGN §6 and openrouter-api.md §4.2, §5.4 and Appendix B.
 """
 
@@ -24,14 +25,17 @@ MAX_COOLDOWN = 86_400.0
 
 
 class Scope(Enum):
-    MODEL = "model"  # only the model that failed
+    MODEL = "model"  # rate-limited: only the model that failed is skipped
     FREE_TIER = "free-tier"  # every `:free` model: the account-wide limits
+    FAILING = "failing"  # a server failure: tried after the others, never skipped
 
 
 class Next(Enum):
     ANY = "any"  # try the next candidate
     FREE_ONLY = "free-only"  # only a zero-priced candidate can help (402)
     RELAY = "relay"  # the same input fails everywhere: relay this error
+    STOP = "stop"  # OpenRouter itself is unreachable: every candidate is behind it
+    LARGER_CONTEXT = "larger-context"  # only a model with a longer context can help
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +47,10 @@ class Verdict:
 
 def judge(error: UpstreamError, now: float) -> Verdict:
     """Decide what a failed attempt means for this request and for the model."""
-    if isinstance(error, UpstreamTimeout | UpstreamUnreachable | UpstreamBroken):
-        return Verdict(Next.ANY, Scope.MODEL)  # connect/timeout/garbled: another model may work
+    if isinstance(error, UpstreamUnreachable):
+        return Verdict(Next.STOP, None)  # connect refused, DNS, TLS: not the model's fault
+    if isinstance(error, UpstreamTimeout | UpstreamBroken):
+        return Verdict(Next.ANY, Scope.FAILING)  # timeout/garbled: another model may work
     assert isinstance(error, UpstreamRejected)
     status, message = error.status, error.message
     limit_source = str(error.metadata.get("limit_source") or "")
@@ -56,18 +62,25 @@ def judge(error: UpstreamError, now: float) -> Verdict:
             return Verdict(Next.ANY, Scope.FREE_TIER, reset or _next_minute(now))
         return Verdict(Next.ANY, Scope.MODEL, reset)  # provider or per-model cap: this one
     if status in (408, 524, 529) or status >= 500:
-        return Verdict(Next.ANY, Scope.MODEL, reset)  # timeout, overload, model down
+        return Verdict(Next.ANY, Scope.FAILING)  # timeout, overload, model down: not a limit
     if status == 404 and message.startswith("No endpoints found for "):
-        return Verdict(Next.ANY, Scope.MODEL, reset)  # the model has no provider now
+        return Verdict(Next.ANY, Scope.FAILING)  # the model has no provider now
     if status == 404 and message.startswith("No endpoints found"):
         return Verdict(Next.ANY, None)  # none that supports this request: it's not the model
     if status == 400 and "not a valid model ID" in message:
         # Model-specific: skip to the next. Not cooled, so that asking for it again gets
         # OpenRouter's 400 (a typo), not a 429 saying it is cooling.
         return Verdict(Next.ANY, None)
+    if status == 400 and _is_context_length(error):
+        return Verdict(Next.LARGER_CONTEXT, None)  # the input is too long for this model
     if status == 402:
         return Verdict(Next.FREE_ONLY, None)  # credits: another paid model won't help
     return Verdict(Next.RELAY, None)  # 400/401/403/413/422: the same input fails everywhere
+
+
+def _is_context_length(error: UpstreamRejected) -> bool:
+    text = f"{error.code} {error.message} {error.metadata.get('raw') or ''}".lower()
+    return "context_length_exceeded" in text or "maximum context length" in text
 
 
 def cooldown_until(verdict: Verdict, now: float, failures: int) -> float:

@@ -39,7 +39,7 @@ def create_app(
     clock = clock or time.time
     upstream = OpenRouterClient(settings, _wrap(transport))
     catalogue = Catalogue(upstream, clock)
-    cooldowns = MemoryCooldowns()
+    cooldowns = MemoryCooldowns(clock)
     services = Services(
         settings=settings,
         clock=clock,
@@ -47,7 +47,7 @@ def create_app(
         catalogue=catalogue,
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
-        attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait),
+        attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts),
         team=Team(settings.db_path, clock=clock),
     )
 

@@ -48,6 +48,7 @@ class Dialect(Protocol):
     name: str  # the route's label in logs, usage and metrics: "chat", "messages", …
     upstream_path: str  # under OPENROUTER_BASE_URL
     falls_back: bool  # may another model answer? (never for embeddings)
+    terminator: bytes  # what ends a stream for this API's clients (`data: [DONE]`, or none)
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         """Validate the body (InvalidRequest on a mistake) and say what the stages need."""
@@ -63,6 +64,9 @@ class Dialect(Protocol):
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         """Usage carried by a non-stream body or by one stream event, if any."""
+
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        """Which of these complete upstream events reach the client, as whole events."""
 
     def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
         """An error carried in-band (a 200 body or a stream event) as an UpstreamError."""

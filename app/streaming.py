@@ -17,9 +17,10 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, Usage
-from app.sse import DONE_EVENT, Kind, split_events
+from app.shutdown import OpenStreams
+from app.sse import Kind, split_events
 from app.upstream import OpenedStream, next_chunk
 
 # Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
@@ -68,44 +69,76 @@ class StreamOutcome:
 
 
 async def relay(
-    opened: OpenedStream, dialect: Dialect, on_finish: Callable[[StreamOutcome], None]
+    opened: OpenedStream,
+    dialect: Dialect,
+    on_finish: Callable[[StreamOutcome], None],
+    *,
+    include_usage: bool = False,
+    streams: OpenStreams | None = None,
 ) -> AsyncIterator[bytes]:
+    """The stream's bytes for the client, event by event as they arrive; what the
+    dialect keeps back (a usage-only chunk the client did not ask for, a terminator its
+    SDK cannot parse) is cut out as whole events, every other byte is passed on."""
     outcome = StreamOutcome(dialect)
+    reader = opened.reader
+    if streams is not None:
+        streams.add(reader)
     try:
         outcome.scan(opened.head)
-        yield opened.head
+        if head := dialect.relayed(opened.head, include_usage):
+            yield head
         while not outcome.done:
-            chunk = await next_chunk(opened.reader, opened.model)
+            chunk = await next_chunk(reader, opened.model)
             if chunk is None:
                 break
             block = opened.splitter.feed(chunk)
             if block:
+                if b"data:" in block:
+                    reader.touch()  # keep-alive comments do not count as activity
                 outcome.scan(block)
-                yield block
+                if block := dialect.relayed(block, include_usage):
+                    yield block
         if outcome.done:
             await opened.drain()
-        else:
-            if outcome.error is None:
-                failure = UpstreamBroken(
-                    f"{opened.model}: OpenRouter ended the stream before it finished"
-                )
-                outcome.error = failure.body()["error"]
-                yield dialect.error_event(failure, opened.model)
-            else:
-                yield DONE_EVENT
-    except UpstreamError as exc:
-        if isinstance(exc, UpstreamTimeout):
-            exc = UpstreamTimeout(
-                f"{opened.model}: the stream passed PROXY_TOTAL_TIMEOUT and was cut off"
+        elif outcome.error is None and outcome.finished:
+            outcome.done = True  # finished for real; only the terminator was missing
+            yield dialect.terminator
+        elif outcome.error is None:
+            failure = UpstreamBroken(
+                f"{opened.model}: OpenRouter ended the stream before it finished"
             )
-        outcome.error = exc.body()["error"]
-        yield dialect.error_event(exc, opened.model)
+            outcome.error = failure.body()["error"]
+            yield dialect.error_event(failure, opened.model)
+        else:
+            yield dialect.terminator  # the upstream's own error event was relayed
+    except UpstreamError as exc:
+        ended: ProxyError = exc
+        if isinstance(exc, UpstreamTimeout):
+            ended = _why_cut(opened)
+        outcome.error = ended.body()["error"]
+        yield dialect.error_event(ended, opened.model)
     except (asyncio.CancelledError, GeneratorExit):
         outcome.cancelled = True
         raise
     finally:
+        if streams is not None:
+            streams.discard(reader)
         await opened.aclose()
         on_finish(outcome)
+
+
+def _why_cut(opened: OpenedStream) -> ProxyError:
+    """The error event for a stream ended by a limit: which one, and what to do."""
+    model = opened.model
+    if opened.reader.stopped:
+        return ServerStopping(
+            f"{model}: the proxy is shutting down and ended this stream; retry the request."
+        )
+    if opened.reader.idle_expired:
+        return UpstreamTimeout(
+            f"{model}: no data from OpenRouter for PROXY_STREAM_IDLE_TIMEOUT; the stream was ended"
+        )
+    return UpstreamTimeout(f"{model}: the stream passed PROXY_TOTAL_TIMEOUT and was cut off")
 
 
 class EventStreamResponse(StreamingResponse):

@@ -150,14 +150,16 @@ class OpenRouterClient:
             body = b""
         return rejection(response.status, body, dict(response.headers), model)
 
-    async def _start(self, call: Call, model: str) -> tuple[UpstreamResponse, Deadline]:
-        deadline = Deadline.start(self._settings)
+    async def _start(
+        self, call: Call, model: str, first_byte_timeout: float | None = None
+    ) -> tuple[UpstreamResponse, Deadline]:
+        deadline = Deadline.start(self._settings, first_byte_timeout)
         headers = self._headers(call.client_headers, call.request_id)
         url = self._base + call.request.dialect.upstream_path
         body = call.request.body_for(model)
         return await self._send(url, body, headers, deadline, model), deadline
 
-    async def complete(self, call: Call, model: str) -> Answer:
+    async def complete(self, call: Call, model: str, *, last: bool = True) -> Answer:
         response, deadline = await self._start(call, model)
         try:
             body = await _read_answer(response, deadline, model)
@@ -166,9 +168,15 @@ class OpenRouterClient:
         call.request.dialect.check_answer(body, model)
         return Answer(model=model, body=body, headers=_passed_headers(response))
 
-    async def open_stream(self, call: Call, model: str) -> OpenedStream:
+    async def open_stream(self, call: Call, model: str, *, last: bool = True) -> OpenedStream:
+        """The stream, committed at its first content; while another candidate remains
+        (`last` false) content must come within PROXY_STREAM_FIRST_TOKEN_TIMEOUT."""
+        settings = self._settings
+        first_token = (
+            None if last else min(settings.stream_first_token_timeout, settings.first_byte_timeout)
+        )
+        response, deadline = await self._start(call, model, first_token)
         dialect = call.request.dialect
-        response, deadline = await self._start(call, model)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 body = await _read_answer(response, deadline, model)
@@ -182,6 +190,7 @@ class OpenRouterClient:
                 reader.close()
                 raise
             reader.extend_to(deadline.total)
+            reader.limit_idle(settings.stream_idle_timeout)
         except BaseException:
             await _close(response)
             raise

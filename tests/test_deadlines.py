@@ -61,3 +61,35 @@ async def test_an_outside_cancellation_is_not_mistaken_for_the_deadline():
     with pytest.raises(asyncio.CancelledError):
         await task
     reader.close()
+
+
+async def test_touched_reads_outlive_the_idle_limit_and_a_silence_ends_them():
+    reader = DeadlineReader(chunks(0.03, 0.03, 0.03, 0.2), soon(5))
+    reader.limit_idle(0.08)
+    for _ in range(3):  # each chunk comes within the limit of the previous one
+        assert await reader.next() is not None
+        reader.touch()
+    with pytest.raises(TimeoutError):
+        await reader.next()
+    assert reader.idle_expired and not reader.stopped
+
+
+async def test_without_touch_the_idle_limit_ends_even_a_busy_reader():
+    """Keep-alive comments arrive but are not data: the relay does not touch for them."""
+    reader = DeadlineReader(chunks(*[0.02] * 20), soon(5))
+    reader.limit_idle(0.1)
+    with pytest.raises(TimeoutError):
+        while await reader.next() is not None:
+            pass
+    assert reader.idle_expired
+
+
+async def test_stop_ends_a_pending_read_at_once():
+    reader = DeadlineReader(chunks(5), soon(10))
+    reader.limit_idle(5)
+    task = asyncio.ensure_future(reader.next())
+    await asyncio.sleep(0.01)
+    reader.stop()
+    with pytest.raises(TimeoutError):
+        await task
+    assert reader.stopped and not reader.idle_expired

@@ -112,7 +112,7 @@ def test_unreachable_upstream_gets_502():
 def test_keepalives_do_not_extend_the_first_byte_deadline(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, stream: bool
 ):
-    fake.script(SCOUT, Stall(seconds=3.0))  # whitespace / comments every 50 ms, then content
+    fake.set_default(SCOUT, Stall(seconds=3.0))  # whitespace / comments every 50 ms, then …
     with start_proxy(first_byte_timeout=0.5) as proxy:
         started = time.monotonic()
         response = httpx.post(

@@ -308,6 +308,7 @@ def test_stream_failing_before_content_is_served_by_the_next_model(
                 model="pair",
                 messages=HELLO,  # type: ignore[arg-type]
                 stream=True,
+                stream_options={"include_usage": True},
             )
             chunks = list(raw.parse())
 
@@ -451,14 +452,17 @@ def test_free_tries_only_models_that_support_the_request(
     # Every capable model fails; any other model would answer (the fake's default), so a
     # 200 here would mean the proxy sent the request to a model that cannot take it.
     for model in capable:
-        fake.script(model, provider_502())
+        fake.set_default(model, provider_502())
 
     with serve_proxy(max_wait=0) as proxy:
         response = post(proxy, model="free", **request_fields)
 
     assert response.status_code == 502, response.text
-    assert sorted(fake.attempts) == sorted(capable)
-    assert response.headers["X-Proxy-Attempts"] == str(len(capable))
+    assert set(fake.attempts) == capable
+    # a lone candidate that fails with a 5xx is tried once more; several are walked once
+    tries = 2 if len(capable) == 1 else len(capable)
+    assert len(fake.attempts) == tries
+    assert response.headers["X-Proxy-Attempts"] == str(tries)
 
 
 def test_free_with_a_photo_sized_image_still_reaches_an_image_model(
@@ -488,22 +492,29 @@ def test_free_with_a_photo_sized_image_still_reaches_an_image_model(
 # --- 9. every candidate cooling: wait up to PROXY_MAX_WAIT, else 429 at once ------------------
 
 
+def rate_limited(retry_after: int) -> HttpError:
+    """A provider 429 that says when to come back."""
+    failure = provider_429(SCOUT)
+    return HttpError(429, failure.body, {"Retry-After": str(retry_after)})
+
+
 def test_cooling_model_back_within_max_wait_is_waited_for(
     serve_proxy: ProxyFactory, fake: FakeOpenRouter
 ):
-    fake.script(SCOUT, unavailable_503(retry_after=1), Reply(content="after the wait"))
+    fake.script(SCOUT, rate_limited(retry_after=1), Reply(content="after the wait"))
 
     with serve_proxy(max_wait=3) as proxy:
-        first = post(proxy, model=SCOUT)
+        first = post(proxy, model=SCOUT, models=[MISTRAL])  # answered by the fallback
         started = time.monotonic()
         second = post(proxy, model=SCOUT)
         elapsed = time.monotonic() - started
 
-    assert first.status_code == 502
+    assert first.status_code == 200
+    assert first.headers["X-Proxy-Model"] == MISTRAL
     assert second.status_code == 200, second.text
     assert second.json()["choices"][0]["message"]["content"] == "after the wait"
     assert second.headers["X-Proxy-Attempts"] == "1"
-    failed, retried = fake.chat_requests()
+    failed, _, retried = fake.chat_requests()
     assert retried.arrived_at - failed.arrived_at >= 0.9  # Retry-After: 1 was honoured
     assert 0.5 <= elapsed < 2.5  # … by waiting inside the second request, not longer
 
@@ -512,7 +523,7 @@ def test_cooling_model_back_within_max_wait_is_waited_for(
 def test_cooling_beyond_max_wait_gets_429_at_once(
     serve_proxy: ProxyFactory, fake: FakeOpenRouter, stream: bool
 ):
-    fake.script(SCOUT, unavailable_503(retry_after=60))
+    fake.script(SCOUT, rate_limited(retry_after=60))
 
     with serve_proxy(max_wait=3) as proxy:
         post(proxy, model=SCOUT)

@@ -69,15 +69,23 @@ def test_body_passes_through_with_unknown_fields(proxy: LiveServer, fake: FakeOp
     assert response.headers["x-request-id"]
 
 
-def test_streaming_completion_parses_in_the_sdk(client: OpenAI, fake: FakeOpenRouter):
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_streaming_completion_parses_in_the_sdk(
+    client: OpenAI, fake: FakeOpenRouter, include_usage: bool
+):
     fake.script(SCOUT, Reply(content="one two three", chunks=3, keepalives=3))
 
-    stream = client.chat.completions.create(model=SCOUT, messages=HELLO, stream=True)  # type: ignore[arg-type]
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    stream = client.chat.completions.create(model=SCOUT, messages=HELLO, stream=True, **options)  # type: ignore[call-overload]
     chunks = list(stream)
 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "one two three"
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None  # usage chunk relayed
+    # The usage-only chunk (choices: []) comes only when asked for, as with OpenAI; without
+    # it, user code doing `chunk.choices[0]` works on every chunk.
+    usage = [c for c in chunks if c.usage is not None]
+    assert len(usage) == (1 if include_usage else 0)
+    assert all(c.choices for c in chunks) is not include_usage
     assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
 
 
@@ -88,7 +96,12 @@ def test_stream_bytes_are_relayed_unchanged_without_keepalives_before_content(
     with httpx.stream(
         "POST",
         f"{proxy.url}/v1/chat/completions",
-        json={"model": SCOUT, "messages": HELLO, "stream": True},
+        json={
+            "model": SCOUT,
+            "messages": HELLO,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # else the usage-only chunk is dropped
+        },
     ) as response:
         received = b"".join(response.iter_raw())
     assert response.headers["content-type"].startswith("text/event-stream")

@@ -44,10 +44,11 @@ def from_fake(failure: fake.HttpError) -> UpstreamRejected:
 
 # (error, what the request does next, what cools). One row per line of DESIGN §6.
 POLICY = [
-    # connect and timeout errors, garbled 200s: another model may work
-    pytest.param(UpstreamTimeout("x"), Next.ANY, Scope.MODEL, id="timeout"),
-    pytest.param(UpstreamUnreachable("x"), Next.ANY, Scope.MODEL, id="unreachable"),
-    pytest.param(UpstreamBroken("x"), Next.ANY, Scope.MODEL, id="broken-200"),
+    # timeouts and garbled 200s: another model may work; the model is failing, not limited
+    pytest.param(UpstreamTimeout("x"), Next.ANY, Scope.FAILING, id="timeout"),
+    pytest.param(UpstreamBroken("x"), Next.ANY, Scope.FAILING, id="broken-200"),
+    # OpenRouter itself unreachable: every candidate is behind it; nothing is the model's fault
+    pytest.param(UpstreamUnreachable("x"), Next.STOP, None, id="unreachable"),
     # 429: provider side and per-model caps cool the model; the free tier cools every `:free`
     pytest.param(from_fake(fake.provider_429(MODEL)), Next.ANY, Scope.MODEL, id="429-provider"),
     pytest.param(
@@ -108,15 +109,18 @@ POLICY = [
         Scope.FREE_TIER,
         id="429-limit_source-minute-variant",
     ),
-    # timeouts, overload, model down
-    pytest.param(from_fake(fake.timeout_408()), Next.ANY, Scope.MODEL, id="408"),
-    pytest.param(rejected(500, "Internal Server Error"), Next.ANY, Scope.MODEL, id="500"),
-    pytest.param(from_fake(fake.provider_502()), Next.ANY, Scope.MODEL, id="502"),
-    pytest.param(from_fake(fake.unavailable_503(5)), Next.ANY, Scope.MODEL, id="503"),
-    pytest.param(from_fake(fake.edge_524()), Next.ANY, Scope.MODEL, id="524"),
-    pytest.param(from_fake(fake.overloaded_529()), Next.ANY, Scope.MODEL, id="529"),
+    # timeouts, overload, model down: a server failure is not a rate limit, even with a
+    # Retry-After (503): the model is only tried after the others
+    pytest.param(from_fake(fake.timeout_408()), Next.ANY, Scope.FAILING, id="408"),
+    pytest.param(rejected(500, "Internal Server Error"), Next.ANY, Scope.FAILING, id="500"),
+    pytest.param(from_fake(fake.provider_502()), Next.ANY, Scope.FAILING, id="502"),
+    pytest.param(from_fake(fake.unavailable_503(5)), Next.ANY, Scope.FAILING, id="503"),
+    pytest.param(from_fake(fake.edge_524()), Next.ANY, Scope.FAILING, id="524"),
+    pytest.param(from_fake(fake.overloaded_529()), Next.ANY, Scope.FAILING, id="529"),
     # model-specific 404 and 400
-    pytest.param(from_fake(fake.no_endpoints(MODEL)), Next.ANY, Scope.MODEL, id="404-no-endpoints"),
+    pytest.param(
+        from_fake(fake.no_endpoints(MODEL)), Next.ANY, Scope.FAILING, id="404-no-endpoints"
+    ),
     pytest.param(
         rejected(404, 'No endpoints found that support tool use. Try disabling "weather".'),
         Next.ANY,
@@ -138,11 +142,18 @@ POLICY = [
         None,
         id="400-bad-request",
     ),
+    # too long for this model: only a model with a longer context may help; no cooldown
     pytest.param(
         rejected(400, "This endpoint's maximum context length is 8192 tokens."),
-        Next.RELAY,
+        Next.LARGER_CONTEXT,
         None,
         id="400-context-length",
+    ),
+    pytest.param(
+        UpstreamRejected(400, "Input too long", metadata={"error_type": "context_length_exceeded"}),
+        Next.LARGER_CONTEXT,
+        None,
+        id="400-context_length_exceeded",
     ),
     pytest.param(rejected(401, "User not found."), Next.RELAY, None, id="401"),
     pytest.param(from_fake(fake.moderation_403(MODEL)), Next.RELAY, None, id="403-moderation"),
@@ -153,7 +164,7 @@ POLICY = [
     pytest.param(
         in_band_rejection({"error": {"code": 502, "message": "Provider returned error"}}, MODEL),
         Next.ANY,
-        Scope.MODEL,
+        Scope.FAILING,
         id="in-band-502",
     ),
     pytest.param(
@@ -199,22 +210,23 @@ def test_rate_limit_reset_echoed_only_in_the_body_is_honoured():
 
 
 def test_retry_after_is_seconds_from_now():
-    assert until(from_fake(fake.unavailable_503(7))) == NOW + 7
+    error = UpstreamRejected(429, "Provider returned error", upstream_headers={"Retry-After": "7"})
+    assert until(error) == NOW + 7
 
 
 def test_header_names_are_case_insensitive():
-    error = UpstreamRejected(503, "busy", upstream_headers={"RETRY-AFTER": "12"})
+    error = UpstreamRejected(429, "busy", upstream_headers={"RETRY-AFTER": "12"})
     assert until(error) == NOW + 12
 
 
 @pytest.mark.parametrize("failures", [1, 2, 3, 4, 5, 6, 10, 50])
 def test_without_a_hint_backoff_doubles_and_is_capped(failures: int):
     expected = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
-    assert until(from_fake(fake.provider_502()), failures) == NOW + expected
+    assert until(from_fake(fake.provider_429(MODEL)), failures) == NOW + expected
 
 
 def test_backoff_starts_short_and_grows_to_the_cap():
-    waits = [until(UpstreamTimeout("x"), n) - NOW for n in range(1, 12)]
+    waits = [until(from_fake(fake.provider_429(MODEL)), n) - NOW for n in range(1, 12)]
     assert 0 < waits[0] <= 60
     assert all(b == min(2 * a, BACKOFF_MAX) for a, b in zip(waits, waits[1:], strict=False))
     assert waits[-1] == BACKOFF_MAX

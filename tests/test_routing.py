@@ -4,6 +4,7 @@ against the fake's catalogue served through `httpx.MockTransport`."""
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -218,7 +219,7 @@ async def test_free_puts_proven_models_first_and_failing_ones_last():
     async with router_for() as (router, cooldowns):
         await cooldowns.succeeded(QWEN, 0.2)
         await cooldowns.succeeded(R1, 0.1)
-        await cooldowns.failed(SCOUT)
+        await cooldowns.mark_failing(SCOUT, time.time() + 15)  # a 5xx just now
         chat = CHAT_DIALECT.parse(orjson.dumps({"model": "free", "messages": HELLO}), "free")
         found = await router.candidates(chat)
     assert found[:2] == [R1, QWEN]

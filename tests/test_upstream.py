@@ -144,24 +144,41 @@ async def test_stream_failures_before_content_are_failed_attempts(events, error)
         await upstream.open_stream(CALL, "a/b:free")
 
 
-async def collect(upstream: OpenRouterClient) -> tuple[bytes, StreamOutcome]:
+async def collect(
+    upstream: OpenRouterClient, *, include_usage: bool = True
+) -> tuple[bytes, StreamOutcome]:
     outcomes: list[StreamOutcome] = []
     opened = await upstream.open_stream(CALL, "a/b:free")
-    body = b"".join([part async for part in relay(opened, CHAT_DIALECT, outcomes.append)])
+    parts = relay(opened, CHAT_DIALECT, outcomes.append, include_usage=include_usage)
+    body = b"".join([part async for part in parts])
     return body, outcomes[0]
 
 
+USAGE_ONLY = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n'
+
+
 async def test_relay_passes_bytes_through_and_reads_usage_on_the_side():
-    events = [
-        chunk({"content": "Hi"}),
-        chunk({}, "stop"),
-        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"cost":0}}\n\n',
-        b"data: [DONE]\n\n",
-    ]
+    events = [chunk({"content": "Hi"}), chunk({}, "stop"), USAGE_ONLY, b"data: [DONE]\n\n"]
     body, outcome = await collect(client_for(lambda r: sse(*events)))
     assert body == b"".join(events)
-    assert outcome.done and outcome.usage == Usage(3, 4, 0.0)
+    assert outcome.done and outcome.usage == Usage(3, 4, None)
     assert outcome.finished and outcome.error is None
+
+
+@pytest.mark.parametrize("one_chunk", [False, True], ids=["event-per-chunk", "all-in-one"])
+async def test_usage_only_chunk_is_dropped_unless_asked_for_but_still_read(one_chunk: bool):
+    events = [chunk({"content": "Hi"}), chunk({}, "stop"), USAGE_ONLY, b"data: [DONE]\n\n"]
+    parts = [b"".join(events)] if one_chunk else events
+    body, outcome = await collect(client_for(lambda r: sse(*parts)), include_usage=False)
+    assert body == b"".join(e for e in events if e != USAGE_ONLY)  # the rest byte for byte
+    assert outcome.usage == Usage(3, 4, None)
+
+
+async def test_stream_finished_without_done_gets_done_and_no_error():
+    events = [chunk({"content": "Hi"}), chunk({}, "stop"), USAGE_ONLY]  # no [DONE]
+    body, outcome = await collect(client_for(lambda r: sse(*events)))
+    assert body == b"".join(events) + b"data: [DONE]\n\n"
+    assert outcome.error is None and outcome.done
 
 
 async def test_stream_cut_short_ends_with_one_error_event_and_done():

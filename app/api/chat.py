@@ -19,6 +19,7 @@ from app.api.dialect import (
     needs,
     openai_usage,
     sse_event,
+    without_events,
 )
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
@@ -76,6 +77,9 @@ class ChatDialect(OpenAIErrors):
     def check_answer(self, body: bytes, model: str) -> None:
         check_answer(body, model)
 
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        return relayed_without_usage(block, include_usage)
+
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         return classify(event)
 
@@ -95,6 +99,24 @@ class ChatDialect(OpenAIErrors):
             **error.body(),
         }
         return sse_event(chunk) + DONE_EVENT
+
+
+def relayed_without_usage(block: bytes, include_usage: bool) -> bytes:
+    """The final usage-only chunk (`choices: []`) reaches the client only when it asked
+    with `stream_options.include_usage`, as with OpenAI (DESIGN §5)."""
+    if include_usage or b'"usage"' not in block or b"[]" not in block:
+        return block
+    return without_events(block, _is_usage_only)
+
+
+def _is_usage_only(event: bytes) -> bool:
+    kind, data = classify(event)
+    return (
+        kind is Kind.OTHER
+        and data is not None
+        and data.get("choices") == []
+        and isinstance(data.get("usage"), dict)
+    )
 
 
 def _check_messages(messages: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.chat import FIELDS as CHAT_FIELDS
-from app.api.chat import finished_choice
+from app.api.chat import finished_choice, relayed_without_usage
 from app.api.dialect import (
     OpenAIErrors,
     check_types,
@@ -58,6 +58,9 @@ class CompletionsDialect(OpenAIErrors):
             from app.answers import in_band_rejection
 
             raise in_band_rejection({"error": choices[0].get("error") or {}}, model)
+
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        return relayed_without_usage(block, include_usage)
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode_event(event)

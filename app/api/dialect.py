@@ -19,7 +19,7 @@ from app.errors import (
     error_response,
 )
 from app.request import Needs, Usage
-from app.sse import Kind, event_data
+from app.sse import DONE_EVENT, Kind, event_data, split_events
 
 # field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.
 FieldTable = Mapping[str, tuple[tuple[type, ...], str]]
@@ -124,9 +124,16 @@ def sse_event(payload: dict[str, Any], event: str | None = None) -> bytes:
     return head + b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def without_events(block: bytes, unwanted: Callable[[bytes], bool]) -> bytes:
+    """`block` minus the events `unwanted` picks; the others keep their bytes."""
+    return b"".join(event for event in split_events(block) if not unwanted(event))
+
+
 class OpenAIErrors:
     """OpenAI's error shape, which every route but `/v1/messages` answers with, and
     OpenRouter's in-band error envelope (`{"error": {"code", "message", …}}`)."""
+
+    terminator = DONE_EVENT
 
     def error_response(self, error: ProxyError) -> Response:
         return error_response(error)

@@ -75,6 +75,9 @@ class EmbeddingsDialect(OpenAIErrors):
             # OpenRouter answers some inputs with 200 and no vectors (§13).
             raise UpstreamBroken(f"{model}: OpenRouter sent no embeddings for this input")
 
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        return block
+
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         return Kind.OTHER, None  # embeddings never stream
 

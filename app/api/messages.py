@@ -27,6 +27,7 @@ from app.api.dialect import (
     openai_usage,
     parse_json,
     sse_event,
+    without_events,
 )
 from app.deps import services_of
 from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamRejected
@@ -74,6 +75,14 @@ class MessagesDialect:
     name = "messages"
     upstream_path = "/messages"
     falls_back = True
+    terminator = b""  # Anthropic streams end at message_stop
+
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        """Without OpenRouter's trailing `event: data` / `data: [DONE]`, which Anthropic
+        does not send and the anthropic SDK (2.x) fails to parse as JSON."""
+        if b"[DONE]" not in block:
+            return block
+        return without_events(block, lambda event: self.classify(event)[0] is Kind.DONE)
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'messages'")

@@ -13,12 +13,13 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.attempts import ClientGone, Served
 from app.config import MIB
 from app.deps import Services, services_of
+from app.disconnect import cancelled_when_gone
 from app.errors import PayloadTooLarge, ProxyError, UpstreamKeyMissing
 from app.request import Dialect, ParsedRequest
 from app.request_log import log_request
@@ -55,7 +56,10 @@ async def serve(request: Request, dialect: Dialect) -> Response:
     request_id = request_id_for(request)
     parsed: ParsedRequest | None = None
     try:
-        raw = await read_body(request, services.settings.max_body_bytes)
+        try:
+            raw = await read_body(request, services.settings.max_body_bytes)
+        except ClientDisconnect:
+            raise ClientGone from None  # the upload was cut mid-body
         parsed = dialect.parse(raw, services.settings.default_model)
         # Auth, quota and cache steps join here, in that order, for every route.
         if services.settings.upstream_key is None:
@@ -64,16 +68,21 @@ async def serve(request: Request, dialect: Dialect) -> Response:
             )
         candidates = await _candidates(services, parsed)
         call = Call(parsed, forwarded_headers(request, open_mode=True), request_id)
-        if parsed.stream:
-            opened = await services.attempts.first_success(
-                candidates, partial(services.upstream.open_stream, call), request.is_disconnected
+        async with cancelled_when_gone(request.receive):
+            if parsed.stream:
+                opened = await services.attempts.first_success(
+                    candidates,
+                    partial(services.upstream.open_stream, call),
+                    request.is_disconnected,
+                )
+                return _stream_response(parsed, opened, request_id, started, services)
+            answer = await services.attempts.first_success(
+                candidates, partial(services.upstream.complete, call), request.is_disconnected
             )
-            return _stream_response(parsed, opened, request_id, started)
-        answer = await services.attempts.first_success(
-            candidates, partial(services.upstream.complete, call), request.is_disconnected
-        )
     except ClientGone:
-        log_request(id=request_id, route=dialect.name, status=499, ms=_ms(started))
+        log_request(
+            id=request_id, route=dialect.name, status=499, error="client_gone", ms=_ms(started)
+        )
         return Response(status_code=499)
     except ProxyError as error:
         error.headers["X-Request-Id"] = request_id
@@ -111,7 +120,11 @@ async def _candidates(services: Services, parsed: ParsedRequest) -> list[str]:
 
 
 def _stream_response(
-    parsed: ParsedRequest, opened: Served[OpenedStream], request_id: str, started: float
+    parsed: ParsedRequest,
+    opened: Served[OpenedStream],
+    request_id: str,
+    started: float,
+    services: Services,
 ) -> Response:
     def finished(outcome: StreamOutcome) -> None:
         log_request(
@@ -127,8 +140,16 @@ def _stream_response(
             ms=_ms(started),
         )
 
+    options = parsed.data.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return EventStreamResponse(
-        relay(opened.result, parsed.dialect, finished),
+        relay(
+            opened.result,
+            parsed.dialect,
+            finished,
+            include_usage=include_usage,
+            streams=services.streams,
+        ),
         headers=_served_headers(opened, request_id),
     )
 

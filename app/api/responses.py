@@ -27,7 +27,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import ParsedRequest, Usage
-from app.sse import DONE_EVENT, Kind
+from app.sse import DONE_EVENT, Kind, split_events
 
 FIELDS = {
     "model": STRING,
@@ -89,6 +89,20 @@ class ResponsesDialect(OpenAIErrors):
             raise _failure(data, model)
         if not isinstance(data.get("output"), list):
             raise UpstreamBroken(f"{model}: OpenRouter sent a response without output")
+
+    def relayed(self, block: bytes, include_usage: bool) -> bytes:
+        """After an upstream `response.failed`, an `error` event too: openai-python raises
+        only on an event with a top-level `error` (openrouter-api.md §11.4)."""
+        if b"response.failed" not in block:
+            return block
+        out: list[bytes] = []
+        for event in split_events(block):
+            out.append(event)
+            kind, data = self.classify(event)
+            if kind is Kind.ERROR and data is not None and data.get("type") == "response.failed":
+                failure = _failure(data, str(data.get("response", {}).get("model", "")))
+                out.append(sse_event({"type": "error", **failure.body()}))
+        return b"".join(out)
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode_event(event)
