@@ -2,10 +2,13 @@
 
     ProxyError                      500 server_error
     ├── InvalidRequest              400 invalid_request_error   bad JSON or fields
+    ├── Forbidden                   403 permission_error        foreign Origin or Host
     ├── NotFound                    404 not_found_error         route or model id
     ├── PayloadTooLarge             413 invalid_request_error
     ├── RateLimited                 429 rate_limit_error        every candidate cooling
+    ├── HeadersTooLarge             431 invalid_request_error   request head over the cap
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
+    ├── ProxyOutOfResources         503 server_error            local EMFILE / ENOMEM
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
         ├── UpstreamTimeout         504 timeout                 a per-attempt deadline
@@ -25,6 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+
+from app.header_text import header_safe
 
 
 class ProxyError(Exception):
@@ -157,7 +162,7 @@ class UpstreamRejected(UpstreamError):
         relayed = {
             k: v for k, v in (upstream_headers or {}).items() if k.lower() in _RELAYED_HEADERS
         }
-        super().__init__(message, headers=relayed)
+        super().__init__(message, headers=header_safe(relayed))
         self.status = status
         self.metadata = metadata or {}
         self.upstream_headers = {k.lower(): v for k, v in (upstream_headers or {}).items()}
@@ -210,3 +215,26 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+class Forbidden(ProxyError):
+    """A browser page or a foreign `Host` (DNS rebinding) must not spend the key (DESIGN §5)."""
+
+    status_code = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class HeadersTooLarge(ProxyError):
+    status_code = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+
+class ProxyOutOfResources(ProxyError):
+    """The proxy itself ran out of file descriptors or memory: no model is to blame, so
+    nothing is cooled and the walk stops (DESIGN §6)."""
+
+    status_code = 503
+    type = "server_error"
+    code = "proxy_out_of_resources"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.attempts import Attempts
+from app.browser import BrowserGuard
 from app.catalogue import Catalogue
 from app.config import Settings, load_settings
 from app.cooldowns import MemoryCooldowns
@@ -66,6 +67,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
 
 

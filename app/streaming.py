@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.sse import DONE_EVENT, Kind, classify, split_events
-from app.upstream import OpenedStream, next_chunk
+from app.upstream import OpenedStream, check_event_size, next_chunk
 
 
 @dataclass(slots=True)
@@ -51,10 +51,12 @@ class StreamOutcome:
                 self.done = True
             elif data is not None:
                 if kind is Kind.ERROR:
-                    self.error = data.get("error")
+                    error = data.get("error")
+                    self.error = error if isinstance(error, dict) else {"message": str(error)}
                 if isinstance(data.get("usage"), dict):
                     self.usage = data["usage"]
-                for choice in data.get("choices") or ():
+                choices = data.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
                     if isinstance(choice, dict) and choice.get("finish_reason"):
                         self.finish_reason = choice["finish_reason"]
 
@@ -82,7 +84,9 @@ async def relay(
             if chunk is None:
                 break
             block = opened.splitter.feed(chunk)
+            check_event_size(opened.splitter, opened.model)
             if block:
+                block = opened.redactor.bytes(block)
                 outcome.scan(block)
                 yield block
         if outcome.done:

@@ -13,6 +13,7 @@ from app.attempts import ClientGone, Served
 from app.chat_request import ChatRequest, parse_chat_request, read_body
 from app.deps import services_of
 from app.errors import ProxyError, UpstreamKeyMissing
+from app.header_text import header_escaped
 from app.request_log import log_request
 from app.streaming import EventStreamResponse, StreamOutcome, relay
 from app.upstream import Answer, Call, OpenedStream
@@ -107,7 +108,7 @@ def _served_headers(
 ) -> dict[str, str]:
     return {
         **served.result.headers,
-        "X-Proxy-Model": served.model,
+        "X-Proxy-Model": header_escaped(served.model),
         "X-Proxy-Attempts": str(served.attempts),
         "X-Request-Id": request_id,
     }
