@@ -54,7 +54,7 @@ def serve(args: argparse.Namespace) -> None:
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     check_bind(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, server=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
@@ -63,6 +63,7 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        log_config=None,  # uvicorn's lines go through the proxy's handler (request_log.py)
         server_header=False,
         timeout_graceful_shutdown=10,
     )
