@@ -259,8 +259,19 @@ class Stall:
     chunks: int = 3
 
 
+@dataclass(frozen=True)
+class Raw:
+    """Exactly these body parts, status and headers: hostile or malformed upstream answers
+    (an event `{"choices":5}`, a non-JSON error page, a header value no server should send)."""
+
+    parts: tuple[bytes, ...]
+    status: int = 200
+    content_type: str = "text/event-stream"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
 Behaviour = (
-    Reply | HttpError | ErrorBody200 | FinishError200 | WhitespaceOnly | CutOff | Drop | Stall
+    Reply | HttpError | ErrorBody200 | FinishError200 | WhitespaceOnly | CutOff | Drop | Stall | Raw
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -941,6 +952,8 @@ class FakeOpenRouter:
 
     def _render(self, rec: Received, model: str, b: Behaviour, pre_delay: float) -> Response:
         """Turn a non-HttpError behaviour into a 200 response, streamed or not."""
+        if isinstance(b, Raw):
+            return self._raw(rec, b, pre_delay)
         reply = b if isinstance(b, Reply) else None
         gen = self._gen(model, reply)
         stream = rec.stream
@@ -956,6 +969,23 @@ class FakeOpenRouter:
         return _LiveResponse(
             self, rec.request_id, 200, headers, parts, eager=True, pre_delay=pre_delay
         )
+
+    def _raw(self, rec: Received, b: Raw, pre_delay: float) -> Response:
+        async def parts() -> AsyncIterator[bytes]:
+            for part in b.parts:
+                yield part
+
+        response = _LiveResponse(
+            self,
+            rec.request_id,
+            b.status,
+            {"content-type": b.content_type},
+            parts(),
+            eager=True,
+            pre_delay=pre_delay,
+        )
+        response.raw_headers.extend(b.headers)  # bytes as given, unchecked
+        return response
 
     async def _stream_parts(self, rec: Received, gen: _Gen, b: Behaviour) -> AsyncIterator[bytes]:
         role = {"role": "assistant", "content": ""}
