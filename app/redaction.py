@@ -69,6 +69,7 @@ class Redactor:
         """Scrub a proxy error in place (message, metadata, relayed headers); return it."""
         if self._secrets and isinstance(error, ProxyError):
             error.message = self.text(error.message)
+            error.args = (error.message,)  # what str() and tracebacks show
             error.headers = self.value(error.headers)
             if isinstance(error, UpstreamRejected):
                 error.metadata = self.value(error.metadata)
