@@ -1084,9 +1084,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=FAKE_KEY)
     parser.add_argument("--free-rpm", type=int, default=None)
     parser.add_argument("--free-rpd", type=int, default=None)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     args = parser.parse_args(argv)
     fake = FakeOpenRouter(api_key=args.api_key)
     fake.free_rpm, fake.free_rpd = args.free_rpm, args.free_rpd
+    if args.chunk_delay:
+        fake.set_default(None, Reply(chunk_delay=args.chunk_delay))
     uvicorn.run(fake.app, host=args.host, port=args.port, log_level="info")
 
 
