@@ -22,6 +22,9 @@ import orjson
 log = logging.getLogger("openrouter_proxy.request")
 
 
+_UNICODE_BREAKS = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -36,7 +39,9 @@ class _JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        text = orjson.dumps(line, default=str).decode()
+        # JSON leaves U+2028/U+2029/U+0085 raw, and some readers split lines on them.
+        return text if text.isascii() else text.translate(_UNICODE_BREAKS)
 
 
 # C0 controls, DEL and the Unicode line breaks, written as escapes in text lines.
