@@ -33,8 +33,9 @@ def check_answer(body: bytes, model: str) -> None:
 
 def in_band_rejection(data: dict[str, Any], model: str) -> UpstreamRejected:
     """An error carried by a 200 (body or SSE event): `error.code` is the real status."""
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
-    assert isinstance(error, dict)
+    error = data.get("error")
+    if not isinstance(error, dict):  # `{"error": "boom"}`: keep what it said
+        error = {"message": f"OpenRouter sent an error: {str(error)[:200]}"}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code < 600 else 502
     return _rejected(status, error, {}, model)

@@ -102,8 +102,27 @@ class Catalogue:
         entries = document.get("data") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise UpstreamBroken("OpenRouter's /models answer has no 'data' list")
-        return {
-            entry["id"]: ModelInfo(entry["id"], entry)
-            for entry in entries
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str)
-        }
+        return {entry["id"]: ModelInfo(entry["id"], entry) for entry in entries if _usable(entry)}
+
+
+# Fields ModelInfo reads, and the shape each must have when present (openrouter-api.md §9).
+_SHAPES: dict[str, type | tuple[type, ...]] = {
+    "pricing": dict,
+    "architecture": dict,
+    "supported_parameters": list,
+}
+
+
+def _usable(entry: Any) -> bool:
+    """One malformed entry is skipped, so it cannot turn `free` and GET /v1/models into
+    500s for every request."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+        return False
+    for name, shape in _SHAPES.items():
+        if entry.get(name) is not None and not isinstance(entry[name], shape):
+            return False
+    architecture = entry.get("architecture") or {}
+    return all(
+        isinstance(architecture.get(name) or [], list)
+        for name in ("input_modalities", "output_modalities")
+    )

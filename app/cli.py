@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import signal
 import sys
@@ -52,7 +53,20 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def raise_open_files_limit() -> None:
+    """Each stream holds two sockets: the common soft limit of 1,024 open files would
+    refuse the 1,000 streams DESIGN §9 promises. Raise it to the hard limit (DESIGN §6)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):  # e.g. a sandbox that forbids it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def serve(args: argparse.Namespace) -> None:
+    from app.http_limits import BoundedHttpToolsProtocol
     from app.main import create_app
     from app.request_log import configure_logging
     from app.shutdown import run_server
@@ -60,7 +74,8 @@ def serve(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, host=args.host, port=args.port)
     if not keys_exist(settings.db_path):
         check_bind(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, server=True)
+    raise_open_files_limit()
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop should exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = create_app(settings)
@@ -72,6 +87,8 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        log_config=None,  # uvicorn's lines go through the proxy's handler (request_log.py)
+        http=BoundedHttpToolsProtocol,  # request-head size and time bounds
         server_header=False,
     )
 

@@ -7,7 +7,10 @@ environment name. Nothing here does I/O beyond reading the files it is pointed a
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +23,7 @@ from pydantic_settings import (
 )
 
 MIB = 1024 * 1024
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def _setting(env: str, default: Any, description: str, **constraints: Any) -> Any:
@@ -41,6 +45,7 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         frozen=True,
+        allow_inf_nan=False,  # `inf` seconds or MiB would fail every request later
     )
 
     openrouter_api_key: SecretStr | None = _setting(
@@ -158,12 +163,52 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator(
+        "openrouter_api_key",
+        "admin_key",
+        "openrouter_base_url",
+        "openrouter_app_url",
+        "openrouter_app_title",
+        "host",
+        "default_model",
+        "cors_origins",
+        "allowed_hosts",
+        "redis_url",
+        mode="before",
+    )
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Keys and titles become header values: a line break would fail every request."""
+        if isinstance(value, str) and not value.isprintable():
+            raise ValueError("must not contain a line break or other control character")
+        return value
+
     @field_validator("openrouter_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if not parts.hostname:
+            raise ValueError("has no host name")
         return value.rstrip("/")
+
+    @field_validator("host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        """An IP literal, `localhost` or a DNS name; anything else would fail in uvicorn."""
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+            return value
+        except ValueError:
+            pass
+        if len(value) <= 253 and all(_DNS_LABEL.fullmatch(p) for p in value.split(".")):
+            return value
+        raise ValueError("must be an IP address, localhost or a host name")
 
     @field_validator("chains")
     @classmethod
@@ -252,5 +297,6 @@ def describe_validation_error(exc: ValidationError) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     reason = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    shown = "" if field == "openrouter_api_key" or isinstance(value, dict) else f" (got {value!r})"
+    secret = env_name(field) in ("OPENROUTER_API_KEY", "PROXY_ADMIN_KEY")
+    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
     return f"invalid setting {env_name(field)}: {reason}{shown}"

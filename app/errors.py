@@ -12,6 +12,8 @@
     ├── RateLimited                 429 rate_limit_error        every candidate cooling
     │   └── QuotaExceeded               quota_exceeded          a key's rpm/rpd/tpd/concurrency
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
+    ├── HeadersTooLarge             431 invalid_request_error   request head over the cap
+    ├── ProxyOutOfResources         503 server_error            local EMFILE / ENOMEM
     ├── ServerStopping              503 server_error            SIGTERM ended an open stream
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
@@ -32,6 +34,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+
+from app.header_text import header_safe
 
 
 class ProxyError(Exception):
@@ -168,7 +172,7 @@ class UpstreamRejected(UpstreamError):
             for k, v in (upstream_headers or {}).items()
             if k.lower() in _RELAYED_HEADERS
         }
-        super().__init__(message, headers=relayed)
+        super().__init__(message, headers=header_safe(relayed))
         self.status = status
         self.metadata = metadata or {}
         self.upstream_headers = {k.lower(): v for k, v in (upstream_headers or {}).items()}
@@ -238,6 +242,9 @@ class QuotaExceeded(RateLimited):
 
 
 class Forbidden(ProxyError):
+    """Not for this caller: a browser page or a foreign `Host` (DESIGN §5), or a key's
+    model patterns and free-only guarantee (DESIGN §7)."""
+
     status_code = 403
     type = "permission_error"
     code = "forbidden"
@@ -275,3 +282,18 @@ class ServerStopping(ProxyError):
     status_code = 503
     type = "server_error"
     code = "server_shutting_down"
+
+
+class HeadersTooLarge(ProxyError):
+    status_code = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+
+class ProxyOutOfResources(ProxyError):
+    """The proxy itself ran out of file descriptors or memory: no model is to blame, so
+    nothing is cooled and the walk stops (DESIGN §6)."""
+
+    status_code = 503
+    type = "server_error"
+    code = "proxy_out_of_resources"

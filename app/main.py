@@ -13,6 +13,7 @@ from app import __version__
 from app.api import admin, health, models
 from app.api.routes import add_inference_routes
 from app.attempts import Attempts
+from app.browser import BrowserGuard
 from app.catalogue import Catalogue
 from app.config import Settings, load_settings
 from app.cooldowns import MemoryCooldowns
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
 
 

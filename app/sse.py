@@ -94,10 +94,15 @@ def classify(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
 
 def is_content(chunk: dict[str, Any]) -> bool:
     """A choice whose delta carries text, reasoning or tool calls, or a real finish."""
-    for choice in chunk.get("choices") or ():
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False  # `{"choices": 5}` is not content; a broken attempt, not a 500
+    for choice in choices:
         if not isinstance(choice, dict):
             continue
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
         if delta.get("content") or delta.get("reasoning") or delta.get("tool_calls"):
             return True
         finish = choice.get("finish_reason")

@@ -21,7 +21,7 @@ from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError
 from app.request import Dialect, Usage
 from app.shutdown import OpenStreams
 from app.sse import Kind, split_events
-from app.upstream import OpenedStream, next_chunk
+from app.upstream import OpenedStream, check_event_size, next_chunk
 
 # Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
 # every dialect: usage, errors, the end, and each API's finishing event.
@@ -92,7 +92,9 @@ async def relay(
             if chunk is None:
                 break
             block = opened.splitter.feed(chunk)
+            check_event_size(opened.splitter, opened.model)
             if block:
+                block = opened.redactor.bytes(block)
                 if b"data:" in block:
                     reader.touch()  # keep-alive comments do not count as activity
                 outcome.scan(block)

@@ -32,8 +32,15 @@ class UpstreamResponse(Protocol):
 
 
 def broken(exc: BaseException) -> ConnectionError:
-    """A library's connection failure as the built-in the proxy understands."""
-    return ConnectionError(str(exc) or exc.__class__.__name__)
+    """A library's connection failure as the built-in the proxy understands, keeping the
+    OS error number of its cause (EMFILE is the proxy's own failure, not upstream's)."""
+    text = str(exc) or exc.__class__.__name__
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return ConnectionError(cause.errno, text)
+        cause = cause.__cause__ or cause.__context__
+    return ConnectionError(text)
 
 
 async def read_all(response: UpstreamResponse) -> bytes:

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import orjson
+from pydantic import SecretStr
 
 from app.answers import rejection
 from app.config import Settings
 from app.deadlines import Deadline, DeadlineReader
 from app.errors import (
+    ProxyOutOfResources,
     UpstreamBroken,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from app.header_text import header_safe
+from app.redaction import Redactor
 from app.request import Dialect, ParsedRequest
 from app.sse import EventSplitter, Kind, split_events
 from app.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
@@ -36,6 +41,11 @@ PASSED_RESPONSE_HEADERS = ("x-generation-id",)
 _WHITESPACE = b" \t\r\n"
 # How long a stream may take to end after `data: [DONE]` before its connection is dropped.
 _DRAIN_SECONDS = 1.0
+# Bound on an upstream answer held in memory: a non-stream body, or one SSE event still
+# incomplete (DESIGN §5: at least 64 MiB). Above it the attempt is broken, not an OOM.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# Local failures: out of file descriptors, memory or buffers. No model is to blame.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,7 @@ class OpenedStream:
     splitter: EventSplitter
     head: bytes
     headers: dict[str, str]
+    redactor: Redactor = field(default_factory=Redactor)
 
     async def drain(self) -> None:
         """Read the body's end after `[DONE]`: a response closed before its last chunk
@@ -85,6 +96,9 @@ class OpenRouterClient:
         self._settings = settings
         self._base = settings.openrouter_base_url
         self._transport = transport or AiohttpTransport(proxy_for(self._base))
+        # Every upstream text relayed or logged passes through it (DESIGN §5); proxy keys
+        # are added as they become known.
+        self.redactor = Redactor([settings.upstream_key, _secret(settings.admin_key)])
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -119,7 +133,11 @@ class OpenRouterClient:
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"OpenRouter did not answer {method} {url} in time") from exc
+        except MemoryError as exc:
+            raise _out_of_resources(exc) from exc
         except ConnectionError as exc:
+            if exc.errno in _LOCAL_ERRNOS:
+                raise _out_of_resources(exc) from exc
             raise UpstreamUnreachable(
                 f"cannot reach OpenRouter at {self._base} ({exc}). "
                 "Check OPENROUTER_BASE_URL and the network."
@@ -148,7 +166,7 @@ class OpenRouterClient:
                 body = await read_all(response)
         except (TimeoutError, ConnectionError):
             body = b""
-        return rejection(response.status, body, dict(response.headers), model)
+        return self.redactor.error(rejection(response.status, body, dict(response.headers), model))
 
     async def _start(
         self, call: Call, model: str, first_byte_timeout: float | None = None
@@ -165,7 +183,10 @@ class OpenRouterClient:
             body = await _read_answer(response, deadline, model)
         finally:
             await _close(response)
-        call.request.dialect.check_answer(body, model)
+        try:
+            call.request.dialect.check_answer(body, model)
+        except UpstreamError as error:
+            raise self.redactor.error(error) from None
         return Answer(model=model, body=body, headers=_passed_headers(response))
 
     async def open_stream(self, call: Call, model: str, *, last: bool = True) -> OpenedStream:
@@ -191,7 +212,8 @@ class OpenRouterClient:
                 raise
             reader.extend_to(deadline.total)
             reader.limit_idle(settings.stream_idle_timeout)
-        except BaseException:
+        except BaseException as exc:
+            self.redactor.error(exc)
             await _close(response)
             raise
         return OpenedStream(
@@ -199,8 +221,9 @@ class OpenRouterClient:
             response=response,
             reader=reader,
             splitter=splitter,
-            head=head,
+            head=self.redactor.bytes(head),
             headers=_passed_headers(response),
+            redactor=self.redactor,
         )
 
     async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]:
@@ -235,7 +258,8 @@ class OpenRouterClient:
         finally:
             await _close(response)
         if response.status != 200:
-            raise rejection(response.status, body, dict(response.headers), path)
+            error = rejection(response.status, body, dict(response.headers), path)
+            raise self.redactor.error(error)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -256,6 +280,7 @@ async def _read_answer(response: UpstreamResponse, deadline: Deadline, model: st
     """The body minus leading whitespace; whitespace does not count as a first byte."""
     reader = DeadlineReader(response.chunks(), deadline.first_byte)
     parts: list[bytes] = []
+    size = 0
     try:
         while (chunk := await next_chunk(reader, model)) is not None:
             if not parts:
@@ -263,6 +288,9 @@ async def _read_answer(response: UpstreamResponse, deadline: Deadline, model: st
                 if not chunk:
                     continue
                 reader.extend_to(deadline.total)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise UpstreamBroken(f"{model}: OpenRouter's answer passed {_MIB_CAP} MiB")
             parts.append(chunk)
     finally:
         reader.close()
@@ -276,6 +304,7 @@ async def _first_content(
     held: list[bytes] = []
     while (chunk := await next_chunk(reader, model)) is not None:
         events = split_events(splitter.feed(chunk))
+        check_event_size(splitter, model)
         for i, event in enumerate(events):
             kind, data = dialect.classify(event)
             if kind is Kind.KEEPALIVE:
@@ -298,8 +327,30 @@ async def _close(response: UpstreamResponse) -> None:
 
 
 def _passed_headers(response: UpstreamResponse) -> dict[str, str]:
-    return {
-        name: value
-        for name in PASSED_RESPONSE_HEADERS
-        if (value := response.headers.get(name)) is not None
-    }
+    return header_safe(
+        {
+            name: value
+            for name in PASSED_RESPONSE_HEADERS
+            if (value := response.headers.get(name)) is not None
+        }
+    )
+
+
+_MIB_CAP = MAX_ANSWER_BYTES // (1024 * 1024)
+
+
+def check_event_size(splitter: EventSplitter, model: str) -> None:
+    """An SSE event still incomplete past the cap is a broken attempt, not an OOM."""
+    if len(splitter.tail) > MAX_ANSWER_BYTES:
+        raise UpstreamBroken(f"{model}: one event from OpenRouter passed {_MIB_CAP} MiB")
+
+
+def _out_of_resources(exc: BaseException) -> ProxyOutOfResources:
+    return ProxyOutOfResources(
+        f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
+        "open-files limit (ulimit -n) or the memory available to the proxy."
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -285,8 +285,20 @@ class EmptyData:
     """Success with nothing in it: /embeddings 200 with `data: []` (§13); elsewhere empty text."""
 
 
+@dataclass(frozen=True)
+class Raw:
+    """Exactly these body parts, status and headers: hostile or malformed upstream answers
+    (an event `{"choices":5}`, a non-JSON error page, a header value no server should send)."""
+
+    parts: tuple[bytes, ...]
+    status: int = 200
+    content_type: str = "text/event-stream"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
 Behaviour = (
     Reply
+    | Raw
     | HttpError
     | ErrorBody200
     | FinishError200
@@ -948,6 +960,8 @@ class FakeOpenRouter:
         self, rec: Received, wire: type[_Wire], model: str, b: Behaviour, pre_delay: float
     ) -> Response:
         """Turn a non-HttpError behaviour into a 200 response, streamed or not."""
+        if isinstance(b, Raw):
+            return self._raw(rec, b, pre_delay)
         reply = b if isinstance(b, Reply) else None
         w = wire(self, rec, self._gen(model, reply))
         stream = rec.stream and w.streams
@@ -963,6 +977,23 @@ class FakeOpenRouter:
         return _LiveResponse(
             self, rec.request_id, 200, headers, parts, eager=True, pre_delay=pre_delay
         )
+
+    def _raw(self, rec: Received, b: Raw, pre_delay: float) -> Response:
+        async def parts() -> AsyncIterator[bytes]:
+            for part in b.parts:
+                yield part
+
+        response = _LiveResponse(
+            self,
+            rec.request_id,
+            b.status,
+            {"content-type": b.content_type},
+            parts(),
+            eager=True,
+            pre_delay=pre_delay,
+        )
+        response.raw_headers.extend(b.headers)  # bytes as given, unchecked
+        return response
 
     async def _stream_parts(self, w: _Wire, b: Behaviour) -> AsyncIterator[bytes]:
         """The order of events every route shares; `w` renders each of them."""
@@ -1898,9 +1929,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=FAKE_KEY)
     parser.add_argument("--free-rpm", type=int, default=None)
     parser.add_argument("--free-rpd", type=int, default=None)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     args = parser.parse_args(argv)
     fake = FakeOpenRouter(api_key=args.api_key)
     fake.free_rpm, fake.free_rpd = args.free_rpm, args.free_rpd
+    if args.chunk_delay:
+        fake.set_default(None, Reply(chunk_delay=args.chunk_delay))
     uvicorn.run(fake.app, host=args.host, port=args.port, log_level="info")
 
 

@@ -24,7 +24,7 @@ def proxy_for(fake: FakeOpenRouter, clock: Clock) -> httpx.AsyncClient:
     app = create_app(
         make_settings("http://fake"), transport=httpx.ASGITransport(fake.app), clock=clock
     )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://proxy")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost")
 
 
 def catalogue_fetches(fake: FakeOpenRouter) -> int:

@@ -29,7 +29,7 @@ async def run_requests(fake: FakeOpenRouter) -> None:
     app = create_app(make_settings("http://fake"), transport=httpx.ASGITransport(fake.app))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app),
-        base_url="http://proxy",
+        base_url="http://localhost",
         headers={"Authorization": f"Bearer {CLIENT_KEY}"},
     ) as proxy:
         body = {"model": SCOUT, "messages": [{"role": "user", "content": PROMPT}]}

@@ -64,7 +64,7 @@ async def through_proxy() -> tuple[Counter[int], int]:
     statuses: Counter[int] = Counter()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://proxy.invalid"
+            transport=httpx.ASGITransport(app), base_url="http://proxy.localhost"
         ) as client:
             for _ in range(REQUESTS):
                 response = await client.post(

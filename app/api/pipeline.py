@@ -21,6 +21,7 @@ from app.config import MIB
 from app.deps import Services, services_of
 from app.disconnect import cancelled_when_gone
 from app.errors import PayloadTooLarge, ProxyError, UpstreamKeyMissing
+from app.header_text import header_escaped
 from app.request import Dialect, ParsedRequest
 from app.request_log import log_request
 from app.streaming import EventStreamResponse, StreamOutcome, relay
@@ -159,7 +160,7 @@ def _served_headers(
 ) -> dict[str, str]:
     return {
         **served.result.headers,
-        "X-Proxy-Model": served.model,
+        "X-Proxy-Model": header_escaped(served.model),
         "X-Proxy-Attempts": str(served.attempts),
         "X-Request-Id": request_id,
     }

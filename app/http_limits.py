@@ -1,0 +1,98 @@
+"""Bounds on a client's request head that uvicorn does not enforce (DESIGN §5).
+
+uvicorn's httptools protocol buffers a request head of any size and waits for it forever:
+`timeout_keep_alive` only runs between requests, and `h11_max_incomplete_event_size`
+only exists for the h11 protocol. `serve` therefore runs this subclass, which
+
+- answers 431 and closes once the request line and headers pass MAX_HEAD_BYTES, before
+  buffering more of them;
+- answers 408 and closes a connection whose request head is not complete HEAD_TIMEOUT
+  seconds after it opened or after its previous request began (a slow-loris client).
+
+The ASGI middleware (`app/browser.py`) checks the header size too, for servers started
+otherwise (tests, another ASGI server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.browser import MAX_HEADER_BYTES
+
+HEAD_TIMEOUT = 30.0
+# Headers plus a request line; a long URL is not what the proxy serves.
+MAX_HEAD_BYTES = MAX_HEADER_BYTES + 8 * 1024
+
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+_TOO_LARGE_BODY = (
+    b'{"error":{"message":"The request head passed %d bytes, the most the proxy accepts.",'
+    b'"type":"invalid_request_error","param":null,"code":"request_headers_too_large"}}'
+    % MAX_HEAD_BYTES
+)
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+
+
+class _HeadRefused(Exception):
+    """Stops the parser; uvicorn then treats the request as malformed (already answered)."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    _head_bytes = 0
+    _refused = False
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refused head was answered with its own status
+            super().send_400_response(msg)
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(_TOO_LARGE % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+            raise _HeadRefused
+
+    def _refuse(self, response: bytes) -> None:
+        self._disarm()
+        if not self._refused and not self.transport.is_closing():
+            self._refused = True
+            self.transport.write(response)
+            self.transport.close()
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._refuse, _TIMED_OUT)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None

@@ -1,0 +1,225 @@
+"""Resource exhaustion (DESIGN §5, §6): the proxy's own limits are its own 503 and cool
+nothing; request heads and upstream answers are bounded; 1,000 streams fit under the
+common soft limit of 1,024 open files because `serve` raises it."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import app.http_limits
+import app.upstream
+from app.http_limits import BoundedHttpToolsProtocol
+from app.main import create_app
+from tests.conftest import ProxyFactory, make_settings
+from tests.fake_openrouter import QWEN, SCOUT, FakeOpenRouter, Raw, Reply
+from tests.live_server import LiveServer
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def chat(url: str, model: str, *, stream: bool = False, **extra: object) -> httpx.Response:
+    body = {"model": model, "messages": HELLO, "stream": stream, **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failure", [OSError(errno.EMFILE, "Too many open files"), MemoryError()])
+async def test_local_exhaustion_is_a_503_that_cools_nothing(failure: BaseException) -> None:
+    tried: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.path)
+        if isinstance(failure, OSError):
+            raise httpx.ConnectError("connect failed") from failure
+        raise failure
+
+    proxy = create_app(make_settings("http://fake"), transport=httpx.MockTransport(handler))
+    services = proxy.state.services
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(proxy), base_url="http://localhost"
+    ) as c:
+        body = {"model": SCOUT, "models": [QWEN], "messages": HELLO}
+        response = await c.post("/v1/chat/completions", json=body)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "proxy_out_of_resources"
+    assert tried == ["/api/v1/chat/completions"]  # the walk stopped: every model is local
+    assert await services.cooldowns.cooling([SCOUT, QWEN], services.clock()) == {}
+
+
+def test_an_answer_above_the_cap_is_a_broken_attempt(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.upstream, "MAX_ANSWER_BYTES", 4096)
+    # Each twice: a lone candidate that breaks is tried once more (DESIGN §6).
+    fake.script(SCOUT, Reply(content="x" * 8192), Reply(content="x" * 8192))
+    unfinished = Raw((b"data: " + b"y" * 8192,))  # one event, never finished
+    fake.script(QWEN, unfinished, unfinished)
+    with start_proxy() as proxy:
+        whole = chat(proxy.url, SCOUT)
+        event = chat(proxy.url, QWEN, stream=True)
+        fine = chat(proxy.url, "deepseek/deepseek-r1:free")
+    for response in (whole, event):
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "upstream_bad_response"
+        assert "MiB" in response.json()["error"]["message"]
+    assert fine.status_code == 200
+
+
+@pytest.fixture
+def bounded_proxy(fake_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """The proxy served with the request-head protocol `serve` uses."""
+    monkeypatch.setattr(app.http_limits, "HEAD_TIMEOUT", 0.5)
+    server = LiveServer(create_app(make_settings(fake_server.url)))
+    server.server.config.http = BoundedHttpToolsProtocol
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize("shape", ["one", "many"])
+def test_request_heads_above_the_cap_get_431(
+    bounded_proxy: LiveServer, fake: FakeOpenRouter, shape: str
+) -> None:
+    big = "a" * (app.http_limits.MAX_HEAD_BYTES + 1)
+    headers = {"X-Title": big} if shape == "one" else {f"X-H{i}": "b" * 1000 for i in range(80)}
+    response = httpx.post(
+        f"{bounded_proxy.url}/v1/chat/completions",
+        json={"model": SCOUT, "messages": HELLO},
+        headers=headers,
+    )
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "request_headers_too_large"
+    assert fake.requests == []
+    assert httpx.get(f"{bounded_proxy.url}/healthz").status_code == 200
+
+
+def test_header_cap_holds_under_any_server(proxy: LiveServer, fake: FakeOpenRouter) -> None:
+    headers = {f"X-H{i}": "b" * 1000 for i in range(70)}
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={}, headers=headers)
+    assert response.status_code == 431 and fake.requests == []
+
+
+def test_a_client_that_never_finishes_its_head_is_cut_off(bounded_proxy: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", bounded_proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        received = b""
+        while chunk := sock.recv(4096):  # ends when the proxy closes the connection
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408")
+    with socket.create_connection(("127.0.0.1", bounded_proxy.port), timeout=10) as idle:
+        assert idle.recv(4096).startswith(b"HTTP/1.1 408")  # sent nothing at all
+
+
+# ---------------------------------------------------------------------------------------------
+# 1,000 streams under a soft limit of 1,024 open files
+# ---------------------------------------------------------------------------------------------
+
+STREAMS = 1000
+SOFT_LIMIT = 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _soft_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard))
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+@pytest.fixture
+def thousand_file_proxy(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2 * STREAMS + 200:
+        pytest.skip(f"the hard open-files limit ({hard}) is below what the test needs")
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * STREAMS + 200), hard))
+    fake_port, proxy_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openrouter", "--port", str(fake_port)]
+        + ["--chunk-delay", "0.5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proxy_env = {
+        **env,
+        "OPENROUTER_API_KEY": "sk-or-v1-fake-upstream-key",
+        "OPENROUTER_BASE_URL": f"http://127.0.0.1:{fake_port}/api/v1",
+        "PROXY_LOG_LEVEL": "warning",
+    }
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(proxy_port)],
+        env=proxy_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_soft_limit,
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{fake_port}/api/v1/models", fake)
+        _wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", proxy)
+        yield f"http://127.0.0.1:{proxy_port}", proxy
+    finally:
+        for process in (proxy, fake):
+            process.terminate()
+        for process in (proxy, fake):
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _streams(url: str) -> list[tuple[int, bytes]]:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def one() -> tuple[int, bytes]:
+            body = {"model": SCOUT, "messages": HELLO, "stream": True}
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                return response.status_code, await response.aread()
+
+        return await asyncio.gather(*(one() for _ in range(STREAMS)))
+
+
+def test_a_thousand_streams_fit_under_a_soft_limit_of_1024(
+    thousand_file_proxy: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = thousand_file_proxy
+    results = asyncio.run(asyncio.wait_for(_streams(url), timeout=240))
+    statuses = [status for status, _ in results]
+    assert statuses == [200] * STREAMS, {s: statuses.count(s) for s in set(statuses)}
+    assert all(body.endswith(b"data: [DONE]\n\n") for _, body in results)
+    cooling = httpx.get(f"{url}/v1/models").json()["data"]
+    assert not [card["id"] for card in cooling if card.get("cooldown_until")]
