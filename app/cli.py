@@ -23,7 +23,7 @@ from app.errors import ProxyError, UpstreamRejected
 from app.team.commands import add_commands
 from app.team.db import DatabaseError
 from app.team.keys import keys_exist
-from app.upstream import OpenRouterClient
+from app.upstream.client import OpenRouterClient
 
 # Seconds open requests may run on after SIGTERM; streams still open then end cleanly.
 GRACE_SECONDS = 10
@@ -66,10 +66,10 @@ def raise_open_files_limit() -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from app.http_limits import BoundedHttpToolsProtocol
+    from app.server.http_limits import BoundedHttpToolsProtocol
     from app.main import create_app
     from app.request_log import configure_logging
-    from app.shutdown import run_server
+    from app.server.shutdown import run_server
 
     settings = load_settings(args.config, host=args.host, port=args.port)
     if not keys_exist(settings.db_path):
@@ -145,7 +145,7 @@ def _model_rows(settings: Settings) -> list[dict[str, Any]]:
             document = await client.get_json("/models", auth=False)
         finally:
             await client.aclose()
-        from app.catalogue import ModelInfo
+        from app.routing.catalogue import ModelInfo
 
         return [
             {**entry, "free": ModelInfo(entry["id"], entry).is_free, "cooldown_until": None}

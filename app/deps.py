@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.attempts import Attempts
-from app.catalogue import Catalogue
+from app.routing.attempts import Attempts
+from app.routing.catalogue import Catalogue
 from app.config import Settings
-from app.cooldowns import CooldownStore
-from app.routing import Router
-from app.shutdown import OpenStreams
+from app.routing.cooldowns import CooldownStore
+from app.routing.candidates import Router
+from app.server.shutdown import OpenStreams
 from app.team.store import Team
-from app.upstream import OpenRouterClient
+from app.upstream.client import OpenRouterClient
 
 
 @dataclass(frozen=True, slots=True)

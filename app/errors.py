@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.header_text import header_safe
+from app.server.header_text import header_safe
 
 
 class ProxyError(Exception):

@@ -12,17 +12,17 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, health, models
 from app.api.routes import add_inference_routes
-from app.attempts import Attempts
-from app.browser import BrowserGuard
-from app.catalogue import Catalogue
+from app.routing.attempts import Attempts
+from app.server.browser import BrowserGuard
+from app.routing.catalogue import Catalogue
 from app.config import Settings, load_settings
-from app.cooldowns import MemoryCooldowns
+from app.routing.cooldowns import MemoryCooldowns
 from app.deps import Services
 from app.errors import install_error_handlers
-from app.routing import Router
+from app.routing.candidates import Router
 from app.team.store import Team
-from app.transport import Transport
-from app.upstream import OpenRouterClient
+from app.upstream.transport import Transport
+from app.upstream.client import OpenRouterClient
 
 if TYPE_CHECKING:
     import httpx
@@ -78,7 +78,7 @@ def create_app(
 
 def _wrap(transport: httpx.AsyncBaseTransport | None) -> Transport | None:
     if transport is None:
-        return None  # production: raw aiohttp (app/transport.py)
-    from app.httpx_transport import HttpxTransport
+        return None  # production: raw aiohttp (app/upstream/transport.py)
+    from app.upstream.httpx_transport import HttpxTransport
 
     return HttpxTransport(transport)

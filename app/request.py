@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.rewrite import rewrite
-from app.sse import Kind
+from app.upstream.sse import Kind
 
 if TYPE_CHECKING:
     from starlette.responses import Response

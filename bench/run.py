@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--proxy-stack",
-        default="aiohttp",  # the proxy talks raw aiohttp (app/transport.py)
+        default="aiohttp",  # the proxy talks raw aiohttp (app/upstream/transport.py)
         choices=["aiohttp", "httpx", "httpx-aiohttp"],
         help="the floor that uses the proxy's own client stack (for the 50 %% budget line)",
     )

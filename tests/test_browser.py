@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.browser import EXPOSED_HEADERS, HostPolicy
+from app.server.browser import EXPOSED_HEADERS, HostPolicy
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import SCOUT, FakeOpenRouter
 from tests.live_server import LiveServer

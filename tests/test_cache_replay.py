@@ -23,7 +23,7 @@ from starlette.routing import Route
 from app.cache.replay import StreamAssembler, StreamRecorder, completion_to_sse, render_hit
 from app.cache.storable import is_storable, is_storable_completion
 from app.cache.store import Entry
-from app.sse import DONE_EVENT, EventSplitter, split_events
+from app.upstream.sse import DONE_EVENT, EventSplitter, split_events
 from tests.fake_openrouter import (
     DEFAULT_CONTENT,
     FAKE_KEY,

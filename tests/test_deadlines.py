@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.deadlines import DeadlineReader
+from app.upstream.deadlines import DeadlineReader
 
 pytestmark = pytest.mark.anyio
 

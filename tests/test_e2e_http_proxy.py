@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.transport import proxy_for
+from app.upstream.transport import proxy_for
 from tests.conftest import make_settings
 from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply
 from tests.live_server import LiveServer

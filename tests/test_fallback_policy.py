@@ -1,4 +1,4 @@
-"""The fallback policy table (`app.fallback`), case by case: DESIGN §6 and openrouter-api.md
+"""The fallback policy table (`app.routing.policy`), case by case: DESIGN §6 and openrouter-api.md
 §4.2, §5.4 and Appendix B say which failures move on, what cools, and for how long."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.answers import in_band_rejection, rejection
+from app.upstream.answers import in_band_rejection, rejection
 from app.errors import (
     UpstreamBroken,
     UpstreamError,
@@ -17,7 +17,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from app.fallback import (
+from app.routing.policy import (
     BACKOFF_MAX,
     BACKOFF_START,
     MAX_COOLDOWN,

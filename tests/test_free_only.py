@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.catalogue import ModelInfo
+from app.routing.catalogue import ModelInfo
 from app.errors import ModelNotAllowed, WouldCost, error_response
 from app.team.free_only import (
     Skipped,

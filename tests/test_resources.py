@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import app.http_limits
-import app.upstream
-from app.http_limits import BoundedHttpToolsProtocol
+import app.server.http_limits
+import app.upstream.client
+from app.server.http_limits import BoundedHttpToolsProtocol
 from app.main import create_app
 from tests.conftest import ProxyFactory, make_settings
 from tests.fake_openrouter import QWEN, SCOUT, FakeOpenRouter, Raw, Reply
@@ -62,7 +62,7 @@ async def test_local_exhaustion_is_a_503_that_cools_nothing(failure: BaseExcepti
 def test_an_answer_above_the_cap_is_a_broken_attempt(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app.upstream, "MAX_ANSWER_BYTES", 4096)
+    monkeypatch.setattr(app.upstream.client, "MAX_ANSWER_BYTES", 4096)
     # Each twice: a lone candidate that breaks is tried once more (DESIGN §6).
     fake.script(SCOUT, Reply(content="x" * 8192), Reply(content="x" * 8192))
     unfinished = Raw((b"data: " + b"y" * 8192,))  # one event, never finished
@@ -81,7 +81,7 @@ def test_an_answer_above_the_cap_is_a_broken_attempt(
 @pytest.fixture
 def bounded_proxy(fake_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
     """The proxy served with the request-head protocol `serve` uses."""
-    monkeypatch.setattr(app.http_limits, "HEAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(app.server.http_limits, "HEAD_TIMEOUT", 0.5)
     server = LiveServer(create_app(make_settings(fake_server.url)))
     server.server.config.http = BoundedHttpToolsProtocol
     with server:
@@ -92,7 +92,7 @@ def bounded_proxy(fake_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> I
 def test_request_heads_above_the_cap_get_431(
     bounded_proxy: LiveServer, fake: FakeOpenRouter, shape: str
 ) -> None:
-    big = "a" * (app.http_limits.MAX_HEAD_BYTES + 1)
+    big = "a" * (app.server.http_limits.MAX_HEAD_BYTES + 1)
     headers = {"X-Title": big} if shape == "one" else {f"X-H{i}": "b" * 1000 for i in range(80)}
     response = httpx.post(
         f"{bounded_proxy.url}/v1/chat/completions",

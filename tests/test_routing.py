@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from app.api.chat import CHAT as CHAT_DIALECT
-from app.catalogue import Catalogue
-from app.cooldowns import MemoryCooldowns
-from app.httpx_transport import HttpxTransport
-from app.routing import Router
-from app.upstream import OpenRouterClient
+from app.routing.catalogue import Catalogue
+from app.routing.cooldowns import MemoryCooldowns
+from app.upstream.httpx_transport import HttpxTransport
+from app.routing.candidates import Router
+from app.upstream.client import OpenRouterClient
 from tests.conftest import make_settings
 from tests.fake_openrouter import (
     CATALOGUE,

@@ -11,10 +11,10 @@ import pytest
 
 from app.api.chat import CHAT as CHAT_DIALECT
 from app.errors import UpstreamBroken, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
-from app.httpx_transport import HttpxTransport
+from app.upstream.httpx_transport import HttpxTransport
 from app.request import Usage
-from app.streaming import StreamOutcome, relay
-from app.upstream import Call, OpenRouterClient
+from app.upstream.relay import StreamOutcome, relay
+from app.upstream.client import Call, OpenRouterClient
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

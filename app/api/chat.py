@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.answers import check_answer
+from app.upstream.answers import check_answer
 from app.api.dialect import (
     ARRAY,
     BOOLEAN,
@@ -23,7 +23,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
-from app.sse import DONE_EVENT, Kind, classify
+from app.upstream.sse import DONE_EVENT, Kind, classify
 
 FIELDS = {
     "model": STRING,

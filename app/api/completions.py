@@ -20,7 +20,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
 from app.request import ParsedRequest, Usage
-from app.sse import DONE_EVENT, Kind
+from app.upstream.sse import DONE_EVENT, Kind
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
 
@@ -55,7 +55,7 @@ class CompletionsDialect(OpenAIErrors):
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
         if choices[0].get("finish_reason") == "error":
-            from app.answers import in_band_rejection
+            from app.upstream.answers import in_band_rejection
 
             raise in_band_rejection({"error": choices[0].get("error") or {}}, model)
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app.answers import in_band_rejection
+from app.upstream.answers import in_band_rejection
 from app.errors import (
     InvalidRequest,
     ProxyError,
@@ -19,7 +19,7 @@ from app.errors import (
     error_response,
 )
 from app.request import Needs, Usage
-from app.sse import DONE_EVENT, Kind, event_data, split_events
+from app.upstream.sse import DONE_EVENT, Kind, event_data, split_events
 
 # field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.
 FieldTable = Mapping[str, tuple[tuple[type, ...], str]]

@@ -19,7 +19,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
 from app.request import ParsedRequest, Usage
-from app.sse import Kind
+from app.upstream.sse import Kind
 
 FIELDS = {
     "model": STRING,

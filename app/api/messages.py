@@ -32,7 +32,7 @@ from app.api.dialect import (
 from app.deps import services_of
 from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamRejected
 from app.request import ParsedRequest, Usage
-from app.sse import Kind
+from app.upstream.sse import Kind
 
 FIELDS = {
     "model": STRING,

@@ -16,16 +16,16 @@ from functools import partial
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from app.attempts import ClientGone, Served
+from app.routing.attempts import ClientGone, Served
 from app.config import MIB
 from app.deps import Services, services_of
-from app.disconnect import cancelled_when_gone
+from app.server.disconnect import cancelled_when_gone
 from app.errors import PayloadTooLarge, ProxyError, UpstreamKeyMissing
-from app.header_text import header_escaped
+from app.server.header_text import header_escaped
 from app.request import Dialect, ParsedRequest
 from app.request_log import log_request
-from app.streaming import EventStreamResponse, StreamOutcome, relay
-from app.upstream import Answer, Call, OpenedStream
+from app.upstream.relay import EventStreamResponse, StreamOutcome, relay
+from app.upstream.client import Answer, Call, OpenedStream
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

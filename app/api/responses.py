@@ -27,7 +27,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import ParsedRequest, Usage
-from app.sse import DONE_EVENT, Kind, split_events
+from app.upstream.sse import DONE_EVENT, Kind, split_events
 
 FIELDS = {
     "model": STRING,

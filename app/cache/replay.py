@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from app.cache.store import Entry
-from app.sse import DONE_EVENT, Kind, classify
+from app.upstream.sse import DONE_EVENT, Kind, classify
 
 _MESSAGE_EXTRAS = ("refusal", "reasoning", "reasoning_details")  # replayed as their own deltas
 
@@ -278,7 +278,7 @@ class StreamRecorder:
         self.failed = False
 
     def feed(self, event: bytes) -> None:
-        """One relayed SSE event, whole (as `app.sse.split_events` cuts them)."""
+        """One relayed SSE event, whole (as `app.upstream.sse.split_events` cuts them)."""
         if self.failed:
             return
         self._size += len(event)

@@ -44,7 +44,7 @@ HOW_TO_PAY = "A key created with `openrouter-proxy keys create NAME --paid` may 
 
 
 class Priced(Protocol):
-    """What free-only reads of a catalogue entry; `app.catalogue.ModelInfo` satisfies it."""
+    """What free-only reads of a catalogue entry; `app.routing.catalogue.ModelInfo` satisfies it."""
 
     @property
     def is_free(self) -> bool: ...

@@ -19,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, Usage
-from app.shutdown import OpenStreams
-from app.sse import Kind, split_events
-from app.upstream import OpenedStream, check_event_size, next_chunk
+from app.server.shutdown import OpenStreams
+from app.upstream.sse import Kind, split_events
+from app.upstream.client import OpenedStream, check_event_size, next_chunk
 
 # Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
 # every dialect: usage, errors, the end, and each API's finishing event.

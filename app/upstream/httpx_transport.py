@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-from app.transport import UpstreamResponse, broken
+from app.upstream.transport import UpstreamResponse, broken
 
 
 class HttpxTransport:

@@ -20,9 +20,9 @@ import anyio
 import orjson
 from pydantic import SecretStr
 
-from app.answers import rejection
+from app.upstream.answers import rejection
 from app.config import Settings
-from app.deadlines import Deadline, DeadlineReader
+from app.upstream.deadlines import Deadline, DeadlineReader
 from app.errors import (
     ProxyOutOfResources,
     UpstreamBroken,
@@ -30,11 +30,11 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from app.header_text import header_safe
+from app.server.header_text import header_safe
 from app.redaction import Redactor
 from app.request import Dialect, ParsedRequest
-from app.sse import EventSplitter, Kind, split_events
-from app.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
+from app.upstream.sse import EventSplitter, Kind, split_events
+from app.upstream.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)

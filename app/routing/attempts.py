@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from app.catalogue import Catalogue
-from app.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
+from app.routing.catalogue import Catalogue
+from app.routing.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
 from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamRejected
-from app.fallback import Next, Scope, Verdict, cooldown_until, judge
+from app.routing.policy import Next, Scope, Verdict, cooldown_until, judge
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)

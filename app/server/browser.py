@@ -13,7 +13,7 @@ page looks for: a `text/plain` POST needs no CORS preflight, and a DNS-rebinding
   cannot be rebound (rebinding needs a DNS name the attacker controls). A port is ignored;
 - allowed origins get CORS answers: preflight, `Access-Control-Allow-Origin` and exposed
   headers on every response, streams included;
-- a request head larger than MAX_HEADER_BYTES gets 431 (see also `app/http_limits.py`).
+- a request head larger than MAX_HEADER_BYTES gets 431 (see also `app/server/http_limits.py`).
 
 Requests without `Origin` or `Sec-Fetch-Site` (curl, SDKs, servers) are unaffected.
 Everything is precomputed: the hot path is a few set lookups.

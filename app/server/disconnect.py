@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from starlette.types import Receive
 
-from app.attempts import ClientGone
+from app.routing.attempts import ClientGone
 
 
 @asynccontextmanager

@@ -7,9 +7,9 @@ that model; a chain keyed by an alias (`fast`) stands in its place.
 
 from __future__ import annotations
 
-from app.catalogue import Catalogue, ModelInfo
+from app.routing.catalogue import Catalogue, ModelInfo
 from app.config import Settings
-from app.cooldowns import CooldownStore
+from app.routing.cooldowns import CooldownStore
 from app.request import Needs, ParsedRequest
 
 FREE = "free"

@@ -3,7 +3,7 @@
 Production talks raw aiohttp: httpx's request and response models cost about half of the
 proxy's CPU per request even on an aiohttp transport (bench/README.md, "Transport
 choice"). Tests keep swapping the upstream with any `httpx.AsyncBaseTransport`
-(`MockTransport`, respx, `ASGITransport`) through `app.httpx_transport.HttpxTransport`.
+(`MockTransport`, respx, `ASGITransport`) through `app.upstream.httpx_transport.HttpxTransport`.
 
 Both map their library's exceptions to the built-in ones the proxy understands:
 `TimeoutError` (connect timeout), `ConnectionError` (cannot connect, or the connection

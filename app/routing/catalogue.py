@@ -12,7 +12,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from app.errors import UpstreamBroken, UpstreamError
-from app.upstream import OpenRouterClient
+from app.upstream.client import OpenRouterClient
 
 FRESH_SECONDS = 300
 # OpenRouter's own routers: they route elsewhere, so they never join the proxy's pools.

@@ -9,7 +9,7 @@ only exists for the h11 protocol. `serve` therefore runs this subclass, which
 - answers 408 and closes a connection whose request head is not complete HEAD_TIMEOUT
   seconds after it opened or after its previous request began (a slow-loris client).
 
-The ASGI middleware (`app/browser.py`) checks the header size too, for servers started
+The ASGI middleware (`app/server/browser.py`) checks the header size too, for servers started
 otherwise (tests, another ASGI server).
 """
 
@@ -19,7 +19,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.browser import MAX_HEADER_BYTES
+from app.server.browser import MAX_HEADER_BYTES
 
 HEAD_TIMEOUT = 30.0
 # Headers plus a request line; a long URL is not what the proxy serves.

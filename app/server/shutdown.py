@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from app.deadlines import DeadlineReader
+from app.upstream.deadlines import DeadlineReader
 
 # Streams are ended this long before uvicorn's grace period runs out, to flush their end.
 END_MARGIN_SECONDS = 1.0
