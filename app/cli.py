@@ -66,9 +66,9 @@ def raise_open_files_limit() -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from app.server.http_limits import BoundedHttpToolsProtocol
     from app.main import create_app
     from app.request_log import configure_logging
+    from app.server.http_limits import BoundedHttpToolsProtocol
     from app.server.shutdown import run_server
 
     settings = load_settings(args.config, host=args.host, port=args.port)

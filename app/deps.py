@@ -8,12 +8,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.routing.attempts import Attempts
-from app.routing.catalogue import Catalogue
+from app.cache.step import ResponseCache
 from app.config import Settings
-from app.routing.cooldowns import CooldownStore
+from app.routing.attempts import Attempts
 from app.routing.candidates import Router
+from app.routing.catalogue import Catalogue
+from app.routing.cooldowns import CooldownStore
 from app.server.shutdown import OpenStreams
+from app.team.budget import BudgetStore
+from app.team.gate import Gate
 from app.team.store import Team
 from app.upstream.client import OpenRouterClient
 
@@ -28,6 +31,9 @@ class Services:
     router: Router
     attempts: Attempts
     team: Team
+    gate: Gate
+    budget: BudgetStore
+    cache: ResponseCache
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
 
     async def aclose(self) -> None:

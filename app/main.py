@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, models
 from app.api.routes import add_inference_routes
-from app.routing.attempts import Attempts
-from app.server.browser import BrowserGuard
-from app.routing.catalogue import Catalogue
+from app.cache.flight import Flights
+from app.cache.step import ResponseCache
+from app.cache.store import MemoryCache
 from app.config import Settings, load_settings
-from app.routing.cooldowns import MemoryCooldowns
 from app.deps import Services
 from app.errors import install_error_handlers
+from app.routing.attempts import Attempts
 from app.routing.candidates import Router
+from app.routing.catalogue import Catalogue
+from app.routing.cooldowns import MemoryCooldowns
+from app.server.browser import BrowserGuard
+from app.team.budget import MemoryBudget, refresh
+from app.team.gate import Gate
+from app.team.quotas import MemoryQuotas
 from app.team.store import Team
-from app.upstream.transport import Transport
 from app.upstream.client import OpenRouterClient
+from app.upstream.transport import Transport
 
 if TYPE_CHECKING:
     import httpx
@@ -41,6 +48,19 @@ def create_app(
     upstream = OpenRouterClient(settings, _wrap(transport))
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns(clock)
+    team = Team(settings.db_path, clock=clock)
+    quotas = MemoryQuotas(clock)
+    gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
+    budget = MemoryBudget(
+        settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
+    )
+    gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
+    gate_keys.append(gate)
+    cache = ResponseCache(
+        settings,
+        MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
+        Flights(wait_timeout=settings.total_timeout),
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -49,13 +69,19 @@ def create_app(
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
         attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts),
-        team=Team(settings.db_path, clock=clock),
+        team=team,
+        gate=gate,
+        budget=budget,
+        cache=cache,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.team.start()
+        following = _follow_free_allowance(services)
         yield
+        if following is not None:
+            following.cancel()
         await services.aclose()
 
     app = FastAPI(
@@ -74,6 +100,18 @@ def create_app(
     app.include_router(admin.router)
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
+
+
+def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:
+    """Keep the daily free budget in step with OpenRouter's GET /key (DESIGN §7), so calls
+    made outside the proxy count too."""
+    if services.settings.upstream_key is None:
+        return None
+
+    async def key_info() -> Any:
+        return await services.upstream.get_json("/key", auth=True)
+
+    return asyncio.create_task(refresh(services.budget, key_info, services.clock))
 
 
 def _wrap(transport: httpx.AsyncBaseTransport | None) -> Transport | None:

@@ -53,8 +53,8 @@ class Dialect(Protocol):
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         """Validate the body (InvalidRequest on a mistake) and say what the stages need."""
 
-    def check_answer(self, body: bytes, model: str) -> None:
-        """Raise an UpstreamError when a 200 non-stream body is not a usable answer."""
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
+        """The parsed answer; an UpstreamError when a 200 body is not a usable answer."""
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         """One raw SSE event: keep-alive, [DONE], an error, the first content, or other."""

@@ -40,6 +40,10 @@ def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) ->
         "openrouter_api_key": FAKE_KEY,
         "openrouter_base_url": f"{upstream_url}/api/v1",
         "db_path": _DB_DIR / f"proxy-{next(_DB_FILES)}.db",
+        # The account's free allowance is generous unless a test is about it: most tests
+        # send more `:free` requests a minute than the real 20.
+        "upstream_rpm": 100_000,
+        "upstream_rpd": 1_000_000,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -695,6 +695,11 @@ class FakeOpenRouter:
         """Behaviour when `model`'s queue is empty (None: every model without its own)."""
         self._defaults[model] = behaviour
 
+    def served_requests(self) -> list[Received]:
+        """Every request but GET /key, which a proxy sends on its own at start-up to follow
+        the account's free allowance: what a client's request caused."""
+        return [r for r in self.requests if r.path not in ("/api/v1/key", "/api/v1/auth/key")]
+
     def chat_requests(self) -> list[Received]:
         return self.requests_to(_CHAT_PATH)
 
@@ -812,7 +817,9 @@ class FakeOpenRouter:
             return denied
         data = copy.deepcopy(self.key_info)
         if self.report_free_quota and "free_model_daily_requests" not in data:
-            limit = self.free_rpd if self.free_rpd is not None else 50
+            # Unset, the account bought credits long ago: 1000 a day would still bind a long
+            # test run, so the fake reports a large allowance unless a test sets free_rpd.
+            limit = self.free_rpd if self.free_rpd is not None else 1_000_000
             used = self._free_used_today()
             data["free_model_daily_requests"] = {
                 "limit": limit,

@@ -46,7 +46,7 @@ def test_a_foreign_page_cannot_spend_the_key(
         assert_refused(post_text_plain(proxy.url, **headers), "PROXY_CORS_ORIGINS")
         listing = httpx.get(f"{proxy.url}/v1/models", headers=headers)
         assert_refused(listing, "PROXY_CORS_ORIGINS")
-    assert fake.requests == []
+    assert fake.served_requests() == []
 
 
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "10.0.0.1"])
@@ -56,7 +56,7 @@ def test_a_dns_rebinding_host_is_refused(
     response = post_text_plain(proxy.url, Host=host)
     assert_refused(response, "PROXY_ALLOWED_HOSTS")
     assert_refused(httpx.get(f"{proxy.url}/v1/models", headers={"Host": host}), "ALLOWED_HOSTS")
-    assert fake.requests == []
+    assert fake.served_requests() == []
 
 
 @pytest.mark.parametrize("host", ["localhost:8080", "127.0.0.1", "[::1]:8080", "app.localhost"])

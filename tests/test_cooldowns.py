@@ -7,7 +7,12 @@ import tracemalloc
 
 import pytest
 
-from app.routing.cooldowns import FAILING_SECONDS, HEALTH_SECONDS, MAX_TRACKED_MODELS, MemoryCooldowns
+from app.routing.cooldowns import (
+    FAILING_SECONDS,
+    HEALTH_SECONDS,
+    MAX_TRACKED_MODELS,
+    MemoryCooldowns,
+)
 
 pytestmark = pytest.mark.anyio
 MIB = 1024 * 1024

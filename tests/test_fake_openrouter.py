@@ -136,7 +136,8 @@ def test_auth_errors_and_key(client: httpx.Client) -> None:
     assert wrong.status_code == 401 and wrong.json()["error"]["message"] == "User not found."
     for path in ("/key", "/auth/key"):
         info = client.get(path, headers=AUTH).json()["data"]
-        assert info["free_model_daily_requests"] == {"limit": 50, "remaining": 50, "used": 0}
+        unset = {"limit": 1_000_000, "remaining": 1_000_000, "used": 0}  # free_rpd unset
+        assert info["free_model_daily_requests"] == unset
         assert info["rate_limit"]["note"].startswith("This field is deprecated")
 
 

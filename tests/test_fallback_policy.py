@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from app.upstream.answers import in_band_rejection, rejection
 from app.errors import (
     UpstreamBroken,
     UpstreamError,
@@ -27,6 +26,7 @@ from app.routing.policy import (
     cooldown_until,
     judge,
 )
+from app.upstream.answers import in_band_rejection, rejection
 from tests import fake_openrouter as fake
 
 NOW = 1_790_000_000.5  # mid-day, mid-minute: 2026-09-21 14:13:20.5 UTC

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from app.routing.catalogue import ModelInfo
 from app.errors import ModelNotAllowed, WouldCost, error_response
+from app.routing.catalogue import ModelInfo
 from app.team.free_only import (
     Skipped,
     allowed_by_patterns,

@@ -20,8 +20,8 @@ import pytest
 
 import app.server.http_limits
 import app.upstream.client
-from app.server.http_limits import BoundedHttpToolsProtocol
 from app.main import create_app
+from app.server.http_limits import BoundedHttpToolsProtocol
 from tests.conftest import ProxyFactory, make_settings
 from tests.fake_openrouter import QWEN, SCOUT, FakeOpenRouter, Raw, Reply
 from tests.live_server import LiveServer
@@ -101,14 +101,14 @@ def test_request_heads_above_the_cap_get_431(
     )
     assert response.status_code == 431
     assert response.json()["error"]["code"] == "request_headers_too_large"
-    assert fake.requests == []
+    assert fake.served_requests() == []
     assert httpx.get(f"{bounded_proxy.url}/healthz").status_code == 200
 
 
 def test_header_cap_holds_under_any_server(proxy: LiveServer, fake: FakeOpenRouter) -> None:
     headers = {f"X-H{i}": "b" * 1000 for i in range(70)}
     response = httpx.post(f"{proxy.url}/v1/chat/completions", json={}, headers=headers)
-    assert response.status_code == 431 and fake.requests == []
+    assert response.status_code == 431 and fake.served_requests() == []
 
 
 def test_a_client_that_never_finishes_its_head_is_cut_off(bounded_proxy: LiveServer) -> None:
@@ -176,6 +176,9 @@ def thousand_file_proxy(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[
         "OPENROUTER_API_KEY": "sk-or-v1-fake-upstream-key",
         "OPENROUTER_BASE_URL": f"http://127.0.0.1:{fake_port}/api/v1",
         "PROXY_LOG_LEVEL": "warning",
+        # 1,000 `:free` streams at once: far past the account's real 20 a minute.
+        "PROXY_UPSTREAM_RPM": "100000",
+        "PROXY_UPSTREAM_RPD": "100000",
     }
     proxy = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(proxy_port)],

@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from app.api.chat import CHAT as CHAT_DIALECT
+from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import MemoryCooldowns
-from app.upstream.httpx_transport import HttpxTransport
-from app.routing.candidates import Router
 from app.upstream.client import OpenRouterClient
+from app.upstream.httpx_transport import HttpxTransport
 from tests.conftest import make_settings
 from tests.fake_openrouter import (
     CATALOGUE,

@@ -11,10 +11,10 @@ import pytest
 
 from app.api.chat import CHAT as CHAT_DIALECT
 from app.errors import UpstreamBroken, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
-from app.upstream.httpx_transport import HttpxTransport
 from app.request import Usage
-from app.upstream.relay import StreamOutcome, relay
 from app.upstream.client import Call, OpenRouterClient
+from app.upstream.httpx_transport import HttpxTransport
+from app.upstream.relay import StreamOutcome, relay
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -148,8 +148,12 @@ async def collect(
     upstream: OpenRouterClient, *, include_usage: bool = True
 ) -> tuple[bytes, StreamOutcome]:
     outcomes: list[StreamOutcome] = []
+
+    async def finished(outcome: StreamOutcome) -> None:
+        outcomes.append(outcome)
+
     opened = await upstream.open_stream(CALL, "a/b:free")
-    parts = relay(opened, CHAT_DIALECT, outcomes.append, include_usage=include_usage)
+    parts = relay(opened, CHAT_DIALECT, finished, include_usage=include_usage)
     body = b"".join([part async for part in parts])
     return body, outcomes[0]
 

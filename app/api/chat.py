@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.upstream.answers import check_answer
 from app.api.dialect import (
     ARRAY,
     BOOLEAN,
@@ -23,6 +22,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
+from app.upstream.answers import check_answer
 from app.upstream.sse import DONE_EVENT, Kind, classify
 
 FIELDS = {
@@ -74,8 +74,8 @@ class ChatDialect(OpenAIErrors):
             needs=needs(data, raw, _image_urls(messages), "max_completion_tokens", "max_tokens"),
         )
 
-    def check_answer(self, body: bytes, model: str) -> None:
-        check_answer(body, model)
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
+        return check_answer(body, model)
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         return relayed_without_usage(block, include_usage)

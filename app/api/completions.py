@@ -49,7 +49,7 @@ class CompletionsDialect(OpenAIErrors):
             needs=needs(data, raw, (), "max_tokens"),
         )
 
-    def check_answer(self, body: bytes, model: str) -> None:
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
         data = parse_json(body, model, "an answer")
         choices = data.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
@@ -58,6 +58,7 @@ class CompletionsDialect(OpenAIErrors):
             from app.upstream.answers import in_band_rejection
 
             raise in_band_rejection({"error": choices[0].get("error") or {}}, model)
+        return data
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         return relayed_without_usage(block, include_usage)

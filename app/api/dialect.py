@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app.upstream.answers import in_band_rejection
 from app.errors import (
     InvalidRequest,
     ProxyError,
@@ -19,6 +18,7 @@ from app.errors import (
     error_response,
 )
 from app.request import Needs, Usage
+from app.upstream.answers import in_band_rejection
 from app.upstream.sse import DONE_EVENT, Kind, event_data, split_events
 
 # field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.

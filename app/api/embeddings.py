@@ -68,12 +68,13 @@ class EmbeddingsDialect(OpenAIErrors):
             needs=needs(data, raw, ()),
         )
 
-    def check_answer(self, body: bytes, model: str) -> None:
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
         data = parse_json(body, model, "an answer")
         vectors = data.get("data")
         if not isinstance(vectors, list) or not vectors:
             # OpenRouter answers some inputs with 200 and no vectors (§13).
             raise UpstreamBroken(f"{model}: OpenRouter sent no embeddings for this input")
+        return data
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         return block

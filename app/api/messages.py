@@ -111,12 +111,13 @@ class MessagesDialect:
             needs=needs(data, raw, _image_sources(messages), "max_tokens"),
         )
 
-    def check_answer(self, body: bytes, model: str) -> None:
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
         data = parse_json(body, model, "a message", self.rejection)
         if data.get("type") != "message" or not isinstance(data.get("content"), list):
             from app.errors import UpstreamBroken
 
             raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not a message")
+        return data
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode_event(event)

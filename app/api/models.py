@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.routing.catalogue import ModelInfo
 from app.deps import Services, ServicesDep
 from app.errors import NotFound
 from app.routing.candidates import FREE, is_model_id
+from app.routing.catalogue import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 OWNER = "openrouter-proxy"

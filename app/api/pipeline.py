@@ -3,7 +3,8 @@
     parse → auth → quota → cache → candidates → attempts with fallback → relay → usage, log
 
 A route only names its dialect; what differs between APIs lives there, so each step below
-is written once for every route.
+is written once for every route. `Flow` carries one request through the steps, and each
+decision stays in the stage that owns it (team/, cache/, routing/, upstream/).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from functools import partial
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from app.routing.attempts import ClientGone, Served
+from app.api.trace import Trace
+from app.cache.step import NOT_USED, CacheUse
 from app.config import MIB
-from app.deps import Services, services_of
-from app.server.disconnect import cancelled_when_gone
+from app.deps import services_of
 from app.errors import PayloadTooLarge, ProxyError, UpstreamKeyMissing
-from app.server.header_text import header_escaped
 from app.request import Dialect, ParsedRequest
-from app.request_log import log_request
-from app.upstream.relay import EventStreamResponse, StreamOutcome, relay
+from app.routing.attempts import ClientGone, Served
+from app.server.disconnect import cancelled_when_gone
+from app.server.header_text import header_escaped
+from app.team.auth import OPEN, Caller
+from app.team.gate import Admission
 from app.upstream.client import Answer, Call, OpenedStream
+from app.upstream.relay import EventStreamResponse, StreamOutcome, relay
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -42,7 +46,8 @@ FORWARDED = (
     "anthropic-beta",
 )
 # OpenRouter's response cache is per OpenRouter key: behind the shared key it would be
-# shared by the whole team, so a client may ask for it only in open mode (DESIGN §5).
+# shared by the whole team, so a client may ask for it only in open mode or with
+# PROXY_CACHE_SCOPE=global (DESIGN §5).
 OPENROUTER_CACHE = ("x-openrouter-cache", "x-openrouter-cache-ttl", "x-openrouter-cache-clear")
 
 
@@ -52,128 +57,191 @@ def endpoint(dialect: Dialect) -> Endpoint:
 
 
 async def serve(request: Request, dialect: Dialect) -> Response:
-    started = time.monotonic()
-    services = services_of(request)
-    request_id = request_id_for(request)
-    parsed: ParsedRequest | None = None
-    try:
+    return await Flow(request, dialect).run()
+
+
+class Flow:
+    """One request on its way through the pipeline."""
+
+    def __init__(self, request: Request, dialect: Dialect) -> None:
+        self.request = request
+        self.dialect = dialect
+        self.services = services = services_of(request)
+        self.trace = Trace(
+            id=request_id_for(request),
+            route=request.url.path,
+            started=time.monotonic(),
+            arrived=services.clock(),
+        )
+        self.caller: Caller = OPEN
+        self.admission: Admission | None = None
+        self.cache: CacheUse = NOT_USED
+        self.streaming = False  # the relay owns the ending from here on
+
+    async def run(self) -> Response:
+        try:
+            try:
+                return await self._steps()
+            finally:
+                if not self.streaming:
+                    self.cache.release()
+                    if self.admission is not None:
+                        await self.admission.done()
+        except ClientGone:
+            self.trace.finish(self.services.team.usage, 499, error="client_gone")
+            return Response(status_code=499)
+        except ProxyError as error:
+            return self._error(error)
+
+    async def _steps(self) -> Response:
+        services, request, trace = self.services, self.request, self.trace
         try:
             raw = await read_body(request, services.settings.max_body_bytes)
         except ClientDisconnect:
             raise ClientGone from None  # the upload was cut mid-body
-        parsed = dialect.parse(raw, services.settings.default_model)
-        # Auth, quota and cache steps join here, in that order, for every route.
+        parsed = self.dialect.parse(raw, services.settings.default_model)
+        trace.model, trace.stream = parsed.model, parsed.stream
+        self.caller = services.gate.authenticate(
+            request.headers.get("authorization"), request.headers.get("x-api-key")
+        )
+        trace.key = self.caller.name
+        self.admission = await services.gate.admit(self.caller, parsed)
+        self.cache = await services.cache.lookup(
+            parsed, self.caller.name, request.headers.get("cache-control")
+        )
+        trace.cache = self.cache.status
+        if self.cache.hit is not None:
+            return self._hit()
         if services.settings.upstream_key is None:
             raise UpstreamKeyMissing(
                 "OPENROUTER_API_KEY is not set on the proxy; set it and restart. See GET /readyz."
             )
-        candidates = await _candidates(services, parsed)
-        call = Call(parsed, forwarded_headers(request, open_mode=True), request_id)
+        candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
+        call = Call(parsed, self._forwarded(), trace.id)
+        spend = partial(services.gate.spend, self.caller)
         async with cancelled_when_gone(request.receive):
             if parsed.stream:
                 opened = await services.attempts.first_success(
                     candidates,
                     partial(services.upstream.open_stream, call),
                     request.is_disconnected,
+                    spend,
                 )
-                return _stream_response(parsed, opened, request_id, started, services)
+                return self._stream(parsed, opened)
             answer = await services.attempts.first_success(
-                candidates, partial(services.upstream.complete, call), request.is_disconnected
+                candidates,
+                partial(services.upstream.complete, call),
+                request.is_disconnected,
+                spend,
             )
-    except ClientGone:
-        log_request(
-            id=request_id, route=dialect.name, status=499, error="client_gone", ms=_ms(started)
+        return await self._answer(parsed, answer)
+
+    async def _named(self, parsed: ParsedRequest) -> list[str]:
+        if not parsed.dialect.falls_back:
+            return [parsed.model]  # only the named model (embeddings)
+        return await self.services.router.candidates(parsed)
+
+    def _forwarded(self) -> dict[str, str]:
+        shared_cache = self.caller.key is None or self.services.settings.cache_scope == "global"
+        return forwarded_headers(self.request, openrouter_cache=shared_cache)
+
+    def _hit(self) -> Response:
+        use, trace = self.cache, self.trace
+        assert use.hit is not None and use.entry is not None
+        trace.served = use.entry.model
+        trace.finish(self.services.team.usage, 200)
+        headers = {
+            **dict(use.entry.headers),
+            **self._headers(use.entry.model, 0),
+        }
+        if use.hit.media_type == "text/event-stream":
+            headers["Cache-Control"] = "no-cache"
+        return Response(use.hit.body, media_type=use.hit.media_type, headers=headers)
+
+    async def _answer(self, parsed: ParsedRequest, answer: Served[Answer]) -> Response:
+        result, trace = answer.result, self.trace
+        trace.served, trace.attempts, trace.usage = answer.model, answer.attempts, result.usage
+        await self.services.cache.keep(
+            self.cache, parsed, result.body, answer.model, result.headers
         )
-        return Response(status_code=499)
-    except ProxyError as error:
-        error.headers["X-Request-Id"] = request_id
-        log_request(
-            id=request_id,
-            route=dialect.name,
-            model=parsed.model if parsed else None,
-            status=error.status_code,
-            attempts=error.headers.get("X-Proxy-Attempts"),
-            error=error.code,
-            ms=_ms(started),
-        )
-        return dialect.error_response(error)
-    log_request(
-        id=request_id,
-        route=dialect.name,
-        model=parsed.model,
-        served=answer.model,
-        status=200,
-        attempts=answer.attempts,
-        stream=False,
-        ms=_ms(started),
-    )
-    return Response(
-        answer.result.body,
-        media_type="application/json",
-        headers=_served_headers(answer, request_id),
-    )
+        await self._spent()
+        trace.finish(self.services.team.usage, 200)
+        headers = {**result.headers, **self._headers(answer.model, answer.attempts)}
+        return Response(result.body, media_type="application/json", headers=headers)
 
+    def _stream(self, parsed: ParsedRequest, opened: Served[OpenedStream]) -> Response:
+        trace = self.trace
+        trace.served, trace.attempts = opened.model, opened.attempts
+        trace.first_content()
+        options = parsed.data.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.streaming = True
 
-async def _candidates(services: Services, parsed: ParsedRequest) -> list[str]:
-    if not parsed.dialect.falls_back:
-        return [parsed.model]  # only the named model (embeddings)
-    return await services.router.candidates(parsed)
+        async def finished(outcome: StreamOutcome) -> None:
+            trace.usage = outcome.usage
+            clean = outcome.done and outcome.error is None and not outcome.cancelled
+            try:
+                if clean:
+                    result = opened.result
+                    await self.services.cache.keep(
+                        self.cache, parsed, None, opened.model, result.headers
+                    )
+                self.cache.release()
+                await self._spent()
+            finally:
+                if self.admission is not None:
+                    await self.admission.done()
+                error = (outcome.error or {}).get("message")
+                trace.finish(
+                    self.services.team.usage, 499 if outcome.cancelled else 200, error=error
+                )
 
-
-def _stream_response(
-    parsed: ParsedRequest,
-    opened: Served[OpenedStream],
-    request_id: str,
-    started: float,
-    services: Services,
-) -> Response:
-    def finished(outcome: StreamOutcome) -> None:
-        log_request(
-            id=request_id,
-            route=parsed.dialect.name,
-            model=parsed.model,
-            served=opened.model,
-            status=499 if outcome.cancelled else 200,
-            attempts=opened.attempts,
-            stream=True,
-            done=outcome.done,
-            error=(outcome.error or {}).get("message"),
-            ms=_ms(started),
+        return EventStreamResponse(
+            relay(
+                opened.result,
+                parsed.dialect,
+                finished,
+                include_usage=include_usage,
+                streams=self.services.streams,
+                tap=self.cache.tap if self.cache.recorder is not None else None,
+            ),
+            headers={**opened.result.headers, **self._headers(opened.model, opened.attempts)},
         )
 
-    options = parsed.data.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    return EventStreamResponse(
-        relay(
-            opened.result,
-            parsed.dialect,
-            finished,
-            include_usage=include_usage,
-            streams=services.streams,
-        ),
-        headers=_served_headers(opened, request_id),
-    )
+    async def _spent(self) -> None:
+        usage = self.trace.usage
+        if usage is not None and self.caller.key is not None:
+            await self.services.gate.tokens(
+                self.caller, usage.prompt_tokens + usage.completion_tokens
+            )
+
+    def _headers(self, model: str | None, attempts: int) -> dict[str, str]:
+        """The proxy's own response headers (DESIGN §4), on answers and errors alike."""
+        headers = dict(self.admission.headers) if self.admission is not None else {}
+        if model is not None:
+            headers["X-Proxy-Model"] = header_escaped(model)
+        headers["X-Proxy-Attempts"] = str(attempts)
+        headers["X-Cache"] = self.cache.status
+        headers["X-Request-Id"] = self.trace.id
+        return headers
+
+    def _error(self, error: ProxyError) -> Response:
+        attempts = error.headers.get("X-Proxy-Attempts")
+        self.trace.attempts = int(attempts) if attempts and attempts.isdigit() else 0
+        for name, value in self._headers(None, self.trace.attempts).items():
+            error.headers.setdefault(name, value)
+        self.trace.finish(self.services.team.usage, error.status_code, error=error.code)
+        return self.dialect.error_response(error)
 
 
-def _served_headers(
-    served: Served[Answer] | Served[OpenedStream], request_id: str
-) -> dict[str, str]:
-    return {
-        **served.result.headers,
-        "X-Proxy-Model": header_escaped(served.model),
-        "X-Proxy-Attempts": str(served.attempts),
-        "X-Request-Id": request_id,
-    }
-
-
-def forwarded_headers(request: Request, *, open_mode: bool) -> dict[str, str]:
+def forwarded_headers(request: Request, *, openrouter_cache: bool) -> dict[str, str]:
     """The client headers that go up, as the client's bytes (DESIGN §5).
 
     Starlette decodes header bytes as latin-1 and aiohttp encodes values as UTF-8, so a
     value is turned back into its bytes and read as UTF-8; a value that is not valid
     UTF-8 is dropped rather than sent double-encoded.
     """
-    names = FORWARDED + OPENROUTER_CACHE if open_mode else FORWARDED
+    names = FORWARDED + OPENROUTER_CACHE if openrouter_cache else FORWARDED
     forwarded: dict[str, str] = {}
     for name in names:
         value = request.headers.get(name)
@@ -214,7 +282,3 @@ def _too_large(limit: int) -> PayloadTooLarge:
         f"Request body is larger than PROXY_MAX_BODY_MB ({limit / MIB:g} MiB). "
         "Send a smaller request or raise the limit."
     )
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

@@ -83,12 +83,13 @@ class ResponsesDialect(OpenAIErrors):
             needs=needs(data, raw, _image_urls(items), "max_output_tokens"),
         )
 
-    def check_answer(self, body: bytes, model: str) -> None:
+    def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
         data = parse_json(body, model, "a response", self.rejection)
         if data.get("status") == "failed":
             raise _failure(data, model)
         if not isinstance(data.get("output"), list):
             raise UpstreamBroken(f"{model}: OpenRouter sent a response without output")
+        return data
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         """After an upstream `response.failed`, an `error` event too: openai-python raises

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamRejected
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
-from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamRejected
 from app.routing.policy import Next, Scope, Verdict, cooldown_until, judge
 
 T = TypeVar("T")
@@ -33,6 +33,19 @@ RETRY_PAUSE_SECONDS = (0.2, 0.8)
 
 class ClientGone(Exception):
     """The client left while its request waited; nobody is left to answer."""
+
+
+class Hold(Protocol):
+    """Something other than the model holds it back for this request only (the account's
+    free allowance, DESIGN §7): treat it as cooling until `until`, cool it for nobody."""
+
+    @property
+    def until(self) -> float: ...
+    @property
+    def message(self) -> str: ...
+
+
+Spend = Callable[[str], Awaitable[Hold | None]]
 
 
 class Attempt(Protocol[T_co]):
@@ -69,7 +82,10 @@ class Attempts:
         candidates: Sequence[str],
         attempt: Attempt[T],
         client_gone: Callable[[], Awaitable[bool]],
+        spend: Spend | None = None,
     ) -> Served[T]:
+        """The first usable answer; `spend` is asked before each attempt and may hold a
+        model back for this request (the free allowance), as if it were cooling."""
         if not candidates:
             raise InvalidRequest(
                 "No model in the catalogue fits this request (image input, tools or context "
@@ -81,9 +97,13 @@ class Attempts:
         tried = 0
         waited = 0.0
         last: UpstreamError | None = None
+        held: dict[str, Hold] = {}
         while remaining and tried < self._max_attempts:
             now = self._clock()
             cooling = await self._cooldowns.cooling(remaining, now)
+            for model, hold in held.items():
+                if model in remaining and hold.until > now:
+                    cooling[model] = max(cooling.get(model, 0.0), hold.until)
             ready = [m for m in remaining if m not in cooling]
             if not ready:
                 wait = min(cooling.values()) - now
@@ -94,6 +114,9 @@ class Attempts:
                 continue
             failing = await self._cooldowns.failing(ready, now)
             model = next((m for m in ready if m not in failing), ready[0])
+            if spend is not None and (holding := await spend(model)) is not None:
+                held[model] = holding
+                continue
             tried += 1
             tries[model] = tries.get(model, 0) + 1
             # Somewhere else to go: another model ready now, and attempts left for it.
@@ -124,6 +147,10 @@ class Attempts:
                 continue
             await self._cooldowns.succeeded(model, time.monotonic() - started)
             return Served(result, model, tried)
+        if held and last is None:
+            soonest = min(held.values(), key=lambda h: h.until)
+            wait = soonest.until - self._clock()
+            raise _with_attempts(RateLimited(soonest.message, retry_after=wait), tried)
         raise _with_attempts(await self._exhausted(candidates, last), tried)
 
     async def _record(self, model: str, error: UpstreamError) -> Verdict:

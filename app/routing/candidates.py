@@ -7,10 +7,10 @@ that model; a chain keyed by an alias (`fast`) stands in its place.
 
 from __future__ import annotations
 
-from app.routing.catalogue import Catalogue, ModelInfo
 from app.config import Settings
-from app.routing.cooldowns import CooldownStore
 from app.request import Needs, ParsedRequest
+from app.routing.catalogue import Catalogue, ModelInfo
+from app.routing.cooldowns import CooldownStore
 
 FREE = "free"
 # With PROXY_ALLOW_PAID, `free` may end with at most this many priced models (DESIGN §6).

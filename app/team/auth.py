@@ -58,6 +58,11 @@ class KeyRing:
         self._maybe_refresh()
         return not self._by_hash
 
+    def keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, as of the last refresh."""
+        self._maybe_refresh()
+        return list(self._by_hash.values())
+
     def refresh(self) -> None:
         """Re-read the keys when another connection committed a change since last time."""
         self._checked = self._clock()

@@ -11,8 +11,9 @@ import orjson
 from app.errors import UpstreamBroken, UpstreamRejected
 
 
-def check_answer(body: bytes, model: str) -> None:
-    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1)."""
+def check_answer(body: bytes, model: str) -> dict[str, Any]:
+    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1);
+    the parsed answer, so nobody parses it twice."""
     if not body:
         raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
     try:
@@ -29,6 +30,7 @@ def check_answer(body: bytes, model: str) -> None:
     first = choices[0] if isinstance(choices[0], dict) else {}
     if first.get("finish_reason") == "error":
         raise in_band_rejection({"error": first.get("error") or {}}, model)
+    return data
 
 
 def in_band_rejection(data: dict[str, Any], model: str) -> UpstreamRejected:

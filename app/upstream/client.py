@@ -20,9 +20,7 @@ import anyio
 import orjson
 from pydantic import SecretStr
 
-from app.upstream.answers import rejection
 from app.config import Settings
-from app.upstream.deadlines import Deadline, DeadlineReader
 from app.errors import (
     ProxyOutOfResources,
     UpstreamBroken,
@@ -30,11 +28,19 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from app.server.header_text import header_safe
 from app.redaction import Redactor
-from app.request import Dialect, ParsedRequest
+from app.request import Dialect, ParsedRequest, Usage
+from app.server.header_text import header_safe
+from app.upstream.answers import rejection
+from app.upstream.deadlines import Deadline, DeadlineReader
 from app.upstream.sse import EventSplitter, Kind, split_events
-from app.upstream.transport import AiohttpTransport, Transport, UpstreamResponse, proxy_for, read_all
+from app.upstream.transport import (
+    AiohttpTransport,
+    Transport,
+    UpstreamResponse,
+    proxy_for,
+    read_all,
+)
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
@@ -64,6 +70,7 @@ class Answer:
     model: str
     body: bytes
     headers: dict[str, str]
+    usage: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -184,10 +191,11 @@ class OpenRouterClient:
         finally:
             await _close(response)
         try:
-            call.request.dialect.check_answer(body, model)
+            data = call.request.dialect.check_answer(body, model)
         except UpstreamError as error:
             raise self.redactor.error(error) from None
-        return Answer(model=model, body=body, headers=_passed_headers(response))
+        usage = call.request.dialect.usage(data)
+        return Answer(model=model, body=body, headers=_passed_headers(response), usage=usage)
 
     async def open_stream(self, call: Call, model: str, *, last: bool = True) -> OpenedStream:
         """The stream, committed at its first content; while another candidate remains

@@ -9,7 +9,7 @@ event, OpenAI-shaped so SDKs raise it, followed by `[DONE]`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, Usage
 from app.server.shutdown import OpenStreams
-from app.upstream.sse import Kind, split_events
 from app.upstream.client import OpenedStream, check_event_size, next_chunk
+from app.upstream.sse import Kind, split_events
 
 # Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
 # every dialect: usage, errors, the end, and each API's finishing event.
@@ -71,10 +71,11 @@ class StreamOutcome:
 async def relay(
     opened: OpenedStream,
     dialect: Dialect,
-    on_finish: Callable[[StreamOutcome], None],
+    on_finish: Callable[[StreamOutcome], Awaitable[None]],
     *,
     include_usage: bool = False,
     streams: OpenStreams | None = None,
+    tap: Callable[[bytes], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's bytes for the client, event by event as they arrive; what the
     dialect keeps back (a usage-only chunk the client did not ask for, a terminator its
@@ -85,6 +86,8 @@ async def relay(
         streams.add(reader)
     try:
         outcome.scan(opened.head)
+        if tap is not None:
+            tap(opened.head)
         if head := dialect.relayed(opened.head, include_usage):
             yield head
         while not outcome.done:
@@ -98,6 +101,8 @@ async def relay(
                 if b"data:" in block:
                     reader.touch()  # keep-alive comments do not count as activity
                 outcome.scan(block)
+                if tap is not None:
+                    tap(block)
                 if block := dialect.relayed(block, include_usage):
                     yield block
         if outcome.done:
@@ -126,7 +131,8 @@ async def relay(
         if streams is not None:
             streams.discard(reader)
         await opened.aclose()
-        on_finish(outcome)
+        with anyio.CancelScope(shield=True):
+            await on_finish(outcome)
 
 
 def _why_cut(opened: OpenedStream) -> ProxyError:

@@ -1,0 +1,77 @@
+"""What one request did, gathered as it goes and written once at its end: the log line
+(DESIGN §11) and the usage record (DESIGN §7), with the same fields, so the two agree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from app.request import Usage
+from app.request_log import log_request
+from app.team.usage import UsageRecord, UsageWriter
+
+
+@dataclass(slots=True)
+class Trace:
+    id: str
+    route: str
+    started: float  # monotonic, for latency
+    arrived: float  # wall clock, for the usage record
+    key: str | None = None
+    model: str | None = None
+    served: str | None = None
+    attempts: int = 0
+    stream: bool = False
+    cache: str = "BYPASS"
+    usage: Usage | None = None
+    ttft_ms: float | None = None
+    written: bool = False
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+    def first_content(self) -> None:
+        self.ttft_ms = self.elapsed_ms()
+
+    def finish(self, usage: UsageWriter, status: int, *, error: str | None = None) -> None:
+        """Log the request's one line and queue its usage record; later calls do nothing."""
+        if self.written:
+            return
+        self.written = True
+        latency = self.elapsed_ms()
+        spent = self.usage or Usage()
+        hit = self.cache == "HIT"
+        log_request(
+            id=self.id,
+            key=self.key,
+            route=self.route,
+            model=self.model,
+            served=self.served,
+            attempts=self.attempts or None,
+            status=status,
+            stream=self.stream,
+            cache=self.cache,
+            prompt_tokens=spent.prompt_tokens or None,
+            completion_tokens=spent.completion_tokens or None,
+            error=error,
+            ms=int(latency),
+        )
+        usage.record(
+            UsageRecord(
+                time=self.arrived,
+                key=self.key,
+                route=self.route,
+                requested_model=self.model,
+                served_model=self.served,
+                attempts=self.attempts,
+                status=status,
+                stream=self.stream,
+                cache=self.cache.lower(),  # type: ignore[arg-type]
+                prompt_tokens=0 if hit else spent.prompt_tokens,
+                completion_tokens=0 if hit else spent.completion_tokens,
+                cost=0.0 if hit else spent.cost,
+                latency_ms=latency,
+                ttft_ms=self.ttft_ms,
+            )
+        )

@@ -1,0 +1,128 @@
+"""The cache as one step of the pipeline (DESIGN §8): look up before any candidate is
+tried, follow an identical request already in flight, keep a clean answer afterwards.
+
+`ResponseCache.lookup` returns a `CacheUse` that the pipeline carries to the end of the
+request: it says what `X-Cache` is, holds the hit to replay, and, for a miss that leads
+its flight, must end with `keep` (a clean answer) or `release` (anything else).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from app.cache.flight import Flights, Ticket
+from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
+from app.cache.replay import Replay, StreamAssembler, StreamRecorder, render_hit
+from app.cache.storable import is_storable
+from app.cache.store import CacheStore, Entry
+from app.config import Settings
+from app.request import Dialect, ParsedRequest
+from app.upstream.sse import split_events
+
+
+@dataclass(slots=True)
+class CacheUse:
+    status: XCache
+    key: str | None = None
+    store: bool = False
+    ticket: Ticket | None = None
+    hit: Replay | None = None
+    entry: Entry | None = None
+    recorder: StreamAssembler | StreamRecorder | None = None
+    dialect: Dialect | None = None
+
+    def tap(self, block: bytes) -> None:
+        """Every block of a stream that may be kept, as upstream sent it: chat's assembler
+        wants the usage chunk a client may not have asked for; a Responses or Messages
+        recording keeps what a client is sent, to replay it as it was."""
+        if isinstance(self.recorder, StreamRecorder) and self.dialect is not None:
+            block = self.dialect.relayed(block, True)
+        if self.recorder is not None:
+            for event in split_events(block):
+                self.recorder.feed(event)
+
+    def release(self) -> None:
+        """No answer to share (an error, an abandoned request): a follower leads next."""
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+
+
+NOT_USED = CacheUse(status="BYPASS")
+
+
+class ResponseCache:
+    def __init__(self, settings: Settings, store: CacheStore, flights: Flights) -> None:
+        self._mode = settings.cache
+        self._scope = settings.cache_scope
+        self.store = store
+        self.flights = flights
+
+    async def lookup(
+        self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
+    ) -> CacheUse:
+        route = parsed.dialect.name
+        allowed = eligibility(self._mode, route, parsed.data, cache_control)
+        if allowed is BYPASS:
+            return NOT_USED
+        key = cache_key(route, parsed.data, parsed.model, scope_for(self._scope, caller))
+        use = CacheUse(status=allowed.status, key=key, store=allowed.store)
+        if allowed.lookup:
+            entry = await self.store.get(key)
+            if entry is None:
+                ticket = await self.flights.join(key)
+                entry = ticket.entry
+                use.ticket = ticket if ticket.leading else None
+            if entry is not None and (hit := self._replay(entry, parsed)) is not None:
+                use.status, use.hit, use.entry = "HIT", hit, entry
+                return use
+        if use.store and parsed.stream:
+            use.dialect = parsed.dialect
+            use.recorder = (
+                StreamAssembler(route)
+                if route in ("chat", "completions")
+                else StreamRecorder(route)
+            )
+        return use
+
+    async def keep(
+        self,
+        use: CacheUse,
+        parsed: ParsedRequest,
+        body: bytes | None,
+        model: str,
+        headers: dict[str, str],
+    ) -> None:
+        """Store a clean answer (`body` for a non-stream one; a stream's from its recorder)
+        and hand it to the requests waiting on this flight."""
+        entry: Entry | None = None
+        route = parsed.dialect.name
+        if use.store and use.key is not None:
+            stored, as_stream = self._answer(use, route, body)
+            if stored is not None:
+                entry = Entry(
+                    body=stored,
+                    stream=as_stream,
+                    model=model,
+                    created=time.time(),
+                    headers=tuple(headers.items()),
+                )
+                await self.store.put(use.key, entry)
+        if use.ticket is not None:
+            use.ticket.finish(entry)
+            use.ticket = None
+
+    @staticmethod
+    def _answer(use: CacheUse, route: str, body: bytes | None) -> tuple[bytes | None, bool]:
+        if body is not None:
+            return (body if is_storable(route, body) else None), False
+        if use.recorder is None:
+            return None, False
+        return use.recorder.result(), isinstance(use.recorder, StreamRecorder)
+
+    @staticmethod
+    def _replay(entry: Entry, parsed: ParsedRequest) -> Replay | None:
+        options = parsed.data.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return render_hit(entry, parsed.dialect.name, parsed.stream, include_usage)

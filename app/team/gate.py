@@ -1,0 +1,155 @@
+"""The team stage of the pipeline, in the order a request meets it (DESIGN §7): who calls,
+whether its quotas admit it, which candidates it may use, whether the account's free
+allowance covers each attempt, and what it spent.
+
+It ties the key ring, the quota and budget stores and the free-only rules together so the
+pipeline calls one object; each decision stays in the module that owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import RateLimited
+from app.redaction import Redactor
+from app.request import ParsedRequest
+from app.routing.catalogue import Catalogue, ModelInfo
+from app.team import free_only
+from app.team.auth import Caller
+from app.team.budget import BudgetStore, allowance_message
+from app.team.quotas import QuotaStore
+from app.team.store import Team
+
+# A key counts as active for the fair share when created or used this recently (DESIGN §7).
+ACTIVE_SECONDS = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The account's free allowance holds `model` back for this request until `until`."""
+
+    until: float
+    message: str
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request the quotas let in: its slot, and the `x-ratelimit-*` headers it carries."""
+
+    caller: Caller
+    release: Callable[[], Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    released: bool = False
+
+    async def done(self) -> None:
+        if not self.released:
+            self.released = True
+            await self.release()
+
+
+class Gate:
+    def __init__(
+        self,
+        team: Team,
+        quotas: QuotaStore,
+        budget: BudgetStore,
+        catalogue: Catalogue,
+        redactor: Redactor,
+        clock: Callable[[], float],
+    ) -> None:
+        self.team = team
+        self.quotas = quotas
+        self.budget = budget
+        self._catalogue = catalogue
+        self._redactor = redactor
+        self._clock = clock
+        # When each key last called: seeded from the usage records, so a restart does not
+        # forget who is active.
+        self._last_used: dict[str, float] = dict(
+            team.keys.connection.execute(
+                "SELECT key, MAX(time) FROM usage WHERE key IS NOT NULL AND time >= ? GROUP BY key",
+                (clock() - ACTIVE_SECONDS,),
+            ).fetchall()
+        )
+
+    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
+        """The caller, or InvalidKey (401). A key seen in plain text joins the redactor."""
+        caller = self.team.keyring.authenticate(authorization, x_api_key)
+        if caller.key is not None:
+            for token in (authorization or "").partition(" ")[2].strip(), (x_api_key or ""):
+                self._redactor.add(token.strip())
+            self._last_used[caller.key.name] = self._clock()
+        return caller
+
+    async def admit(self, caller: Caller, parsed: ParsedRequest) -> Admission:
+        """Quotas, then the request-wide free-only check; both before any upstream call."""
+        key = caller.key
+        now = self._clock()
+        if key is not None and not key.paid:
+            reason = free_only.body_refusal(parsed.data)
+            if reason is not None:
+                raise free_only.forbidden(key.name, [free_only.Skipped("", reason, True)])
+        try:
+            ticket = await self.quotas.admit(key, now)
+        except RateLimited as refusal:
+            refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+            raise
+        return Admission(caller, ticket.release, await self.quotas.ratelimit_headers(key, now))
+
+    async def allowed(
+        self, caller: Caller, parsed: ParsedRequest, names: Sequence[str]
+    ) -> list[str]:
+        """The candidates this key may use; 403 naming why when none is left."""
+        key = caller.key
+        if key is None or (key.paid and not key.models):
+            return list(names)
+        models = await self._models()
+        kept: list[str] = []
+        skipped: list[free_only.Skipped] = []
+        for name in names:
+            refused = free_only.check_candidate(key, name, models.get(name), parsed.data)
+            if refused is None:
+                kept.append(name)
+            else:
+                skipped.append(refused)
+        if not kept:
+            raise free_only.forbidden(key.name, skipped)
+        return kept
+
+    async def spend(self, caller: Caller, model: str) -> Hold | None:
+        """Count one attempt on `model` against the free allowance, or say until when the
+        allowance (the account's, or this key's fair share) holds it back."""
+        now = self._clock()
+        until = await self.budget.try_spend(caller.name, model, now)
+        if until is None:
+            return None
+        refusal = await self.budget.refusal(caller.name, now)
+        message = (
+            allowance_message(refusal, now, caller.name)
+            if refusal is not None
+            else "The account's free-model allowance is used up for now."
+        )
+        return Hold(until, message)
+
+    async def tokens(self, caller: Caller, count: int) -> None:
+        await self.quotas.add_tokens(caller.key, count, self._clock())
+
+    def active_keys(self) -> list[str]:
+        """Keys that share the free allowance: not revoked, created or used lately."""
+        since = self._clock() - ACTIVE_SECONDS
+        return [
+            key.name
+            for key in self.team.keyring.keys()
+            if key.revoked is None
+            and (key.created >= since or self._last_used.get(key.name, 0.0) >= since)
+        ]
+
+    async def _models(self) -> dict[str, ModelInfo]:
+        from app.errors import UpstreamError
+
+        try:
+            return await self._catalogue.models()
+        except UpstreamError:
+            return {}  # unknown ids count as priced: nothing free-only slips through
