@@ -132,7 +132,11 @@ def _model_rows(settings: Settings) -> list[dict[str, Any]]:
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     try:
-        response = httpx.get(f"http://{host}:{settings.port}/v1/models", timeout=3)
+        # In key mode the server answers /v1/models to a client key or the admin key.
+        admin = settings.admin_key
+        headers = {"Authorization": f"Bearer {admin.get_secret_value()}"} if admin else {}
+        url = f"http://{host}:{settings.port}/v1/models"
+        response = httpx.get(url, headers=headers, timeout=3)
         response.raise_for_status()
         rows: list[dict[str, Any]] = response.json()["data"]
         return rows

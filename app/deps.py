@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -15,6 +16,7 @@ from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import CooldownStore
 from app.server.shutdown import OpenStreams
+from app.team.auth import Caller
 from app.team.budget import BudgetStore
 from app.team.gate import Gate
 from app.team.store import Team
@@ -52,3 +54,29 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def is_admin(request: Request) -> bool:
+    """The request bears PROXY_ADMIN_KEY as a bearer token (compared in constant time)."""
+    admin_key = services_of(request).settings.admin_key
+    if admin_key is None:
+        return False
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    expected = admin_key.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
+
+
+async def get_caller(request: Request) -> Caller:
+    """The client key of a /v1 request (open mode: anyone), or 401 (DESIGN §7)."""
+    return services_of(request).gate.authenticate(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+
+
+async def get_reader(request: Request) -> Caller | None:
+    """A client key, or the admin key (the `models` command asks with it): None for admin."""
+    return None if is_admin(request) else await get_caller(request)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+ReaderDep = Annotated[Caller | None, Depends(get_reader)]

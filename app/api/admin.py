@@ -6,7 +6,6 @@ so a proxy without an admin key does not even reveal that they exist.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from app.deps import services_of
+from app.deps import is_admin, services_of
 from app.errors import InvalidKey
 from app.team.auth import Caller
 from app.team.keys import LIMITS, ApiKey
@@ -27,12 +26,9 @@ router = APIRouter(tags=["admin"])
 async def require_admin(request: Request) -> Team:
     """The team store, for a request bearing PROXY_ADMIN_KEY; 404 when none is set."""
     services = services_of(request)
-    admin_key = services.settings.admin_key
-    if admin_key is None:
+    if services.settings.admin_key is None:
         raise HTTPException(404)  # rendered as every unknown route is
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    expected = admin_key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    if not is_admin(request):
         raise InvalidKey("Invalid admin key. Pass PROXY_ADMIN_KEY as `Authorization: Bearer …`.")
     return services.team
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.deps import Services, ServicesDep
+from app.deps import ReaderDep, Services, ServicesDep
 from app.errors import NotFound
 from app.routing.candidates import FREE, is_model_id
 from app.routing.catalogue import ModelInfo
@@ -17,13 +17,13 @@ OWNER = "openrouter-proxy"
 
 
 @router.get("/models")
-async def list_models(services: ServicesDep) -> dict[str, Any]:
+async def list_models(services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
     """Every upstream model and every virtual one, with `free` and `cooldown_until`."""
     return {"object": "list", "data": await _cards(services)}
 
 
 @router.get("/models/{model_id:path}")
-async def retrieve_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
+async def retrieve_model(model_id: str, services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
     """One model; ids contain `/`, sent literally or as `%2F` (openai-python does the latter)."""
     for card in await _cards(services):
         if card["id"] == model_id:
