@@ -1500,6 +1500,18 @@ class _ResponsesWire(_Wire):
     def event(self, kind: str, **fields: Any) -> bytes:
         return _sse({"type": kind, **fields, "sequence_number": next(self.seq)})
 
+    @staticmethod
+    def candidates(body: dict[str, Any], model: str) -> list[str] | HttpError:
+        """Stateless like OpenRouter (§11.1): `store: true` or a `previous_response_id` is a
+        400 before any model is tried."""
+        if body.get("store") is True:
+            return bad_request_400("store must be false: this API is stateless")
+        if body.get("previous_response_id") is not None:
+            return bad_request_400(
+                "previous_response_id is not supported: send the whole conversation in input"
+            )
+        return _Wire.candidates(body, model)
+
     def response(
         self, status: str, usage: Any = None, error: dict[str, Any] | None = None
     ) -> dict[str, Any]:

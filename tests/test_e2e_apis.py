@@ -142,6 +142,23 @@ def test_responses_all_rate_limited_is_429_with_retry_after(
     assert "rate-limited" in raised.value.message
 
 
+@pytest.mark.parametrize(
+    "stateful",
+    [{"store": True}, {"previous_response_id": "resp_123"}],
+    ids=["store", "previous_response_id"],
+)
+def test_stateful_responses_get_openrouters_400_relayed(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter, stateful: dict[str, Any]
+):
+    with start_proxy() as proxy, openai_sdk(proxy) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model=SCOUT, input="hi", **stateful)
+
+    said = refused.value.body["message"]  # type: ignore[index]
+    assert "stateless" in said or "previous_response_id" in said
+    assert len(fake.requests_to(RESPONSES_PATH)) == 1  # relayed, not retried elsewhere
+
+
 # --- Anthropic Messages ---------------------------------------------------------------------
 
 
