@@ -101,6 +101,8 @@ class Flow:
             raise ClientGone from None  # the upload was cut mid-body
         parsed = self.dialect.parse(raw, services.settings.default_model)
         trace.model, trace.stream = parsed.model, parsed.stream
+        self.cache = services.cache.status(parsed, request.headers.get("cache-control"))
+        trace.cache = self.cache.status
         self.caller = services.gate.authenticate(
             request.headers.get("authorization"), request.headers.get("x-api-key")
         )

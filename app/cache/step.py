@@ -59,6 +59,12 @@ class ResponseCache:
         self.store = store
         self.flights = flights
 
+    def status(self, parsed: ParsedRequest, cache_control: str | None) -> CacheUse:
+        """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
+        it may not use) still says whether it was eligible, MISS or BYPASS (DESIGN §4)."""
+        allowed = eligibility(self._mode, parsed.dialect.name, parsed.data, cache_control)
+        return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
+
     async def lookup(
         self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
     ) -> CacheUse:
