@@ -109,7 +109,10 @@ class Flow:
         trace.key = self.caller.name
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
-            parsed, self.caller.name, request.headers.get("cache-control")
+            parsed,
+            self.caller.name,
+            request.headers.get("cache-control"),
+            may_serve=partial(services.gate.may_use, self.caller, parsed),
         )
         trace.cache = self.cache.status
         if self.cache.hit is not None:
