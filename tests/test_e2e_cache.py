@@ -28,6 +28,7 @@ from tests.fake_openrouter import (
     MISTRAL,
     RESPONSES_PATH,
     SCOUT,
+    SCOUT_PAID,
     Drop,
     FakeOpenRouter,
     FinishError200,
@@ -211,6 +212,24 @@ def test_stream_hit_sends_usage_only_when_asked(start_proxy: ProxyFactory, fake:
     assert len(fake.requests_to(CHAT_PATH)) == 1
 
 
+def test_legacy_completions_serve_both_modes_from_one_entry(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter
+):
+    fake.script(SCOUT, Reply(content="Once upon a time", chunks=4))
+    fields: dict[str, Any] = {"model": SCOUT, "prompt": "Tell a story", "temperature": 0}
+    with start_proxy() as proxy, openai_sdk(proxy) as sdk:
+        streamed = sdk.completions.with_raw_response.create(stream=True, **fields)
+        text = "".join(c.choices[0].text for c in streamed.parse() if c.choices)
+        whole = sdk.completions.with_raw_response.create(**fields)
+        again = sdk.completions.with_raw_response.create(stream=True, **fields)
+        replayed = [c for c in again.parse() if c.choices]
+    assert [r.headers["x-cache"] for r in (streamed, whole, again)] == ["MISS", "HIT", "HIT"]
+    assert text == whole.parse().choices[0].text == "Once upon a time"
+    assert "".join(c.choices[0].text for c in replayed) == text
+    assert replayed[-1].choices[0].finish_reason == "stop"
+    assert len(fake.requests_to("/api/v1/completions")) == 1
+
+
 # --- 3. every field that changes the answer is in the key ------------------------------------
 
 
@@ -327,6 +346,35 @@ def test_an_abandoned_stream_is_not_cached(start_proxy: ProxyFactory, fake: Fake
     assert headers["x-cache"] == "MISS" and content == "complete"
 
 
+ROUTES = {
+    "responses": ("/v1/responses", RESPONSES_PATH, {"input": "hello"}),
+    "messages": ("/v1/messages", MESSAGES_PATH, {"max_tokens": 50, "messages": HELLO}),
+}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_failed_and_abandoned_streams_are_not_cached_on_responses_and_messages(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter, route: str
+):
+    path, upstream_path, fields = ROUTES[route]
+    body = {"model": SCOUT, "temperature": 0, "stream": True, **fields}
+    fake.script(SCOUT, FinishError200(after_chunks=1), Drop(after_chunks=1))
+    fake.script(SCOUT, Reply(content="slow", chunks=6, chunk_delay=0.3), Reply(content="ok"))
+    with start_proxy(max_wait=0) as proxy, httpx.Client(base_url=proxy.url, timeout=10) as http:
+        for _ in range(2):  # an in-stream failure, then a dropped connection
+            failed = http.post(path, json=body)
+            assert failed.status_code == 200 and b"error" in failed.content
+            assert failed.headers["x-cache"] == "MISS"
+            assert entries(proxy) == 0
+        with http.stream("POST", path, json=body) as abandoned:
+            next(abandoned.iter_raw())
+        assert fake.closed_event.wait(10)
+        clean = http.post(path, json=body)
+        assert clean.headers["x-cache"] == "MISS"
+        assert http.post(path, json=body).headers["x-cache"] == "HIT"
+    assert len(fake.requests_to(upstream_path)) == 4
+
+
 # --- 6. scope ---------------------------------------------------------------------------------
 
 
@@ -364,6 +412,24 @@ def test_global_scope_shares_entries(
         with openai_sdk(proxy, alice) as a, openai_sdk(proxy, bob) as b:
             assert chat(a)[1]["x-cache"] == "MISS"
             assert chat(b)[1]["x-cache"] == "HIT"
+    assert len(fake.requests_to(CHAT_PATH)) == 1
+
+
+def test_a_shared_entry_never_serves_a_key_a_model_it_may_not_use(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter, tmp_path: Path
+):
+    """Global scope shares answers, not permissions: a key limited to `*:free` still gets its
+    403 for a priced model another key's answer is cached for."""
+    db = tmp_path / "proxy.db"
+    (rich,) = create_keys(db, "rich", paid=True)
+    (limited,) = create_keys(db, "limited", models=["*:free"])
+    with start_proxy(cache_scope="global", db_path=db) as proxy:
+        with openai_sdk(proxy, rich) as a, openai_sdk(proxy, limited) as b:
+            assert chat(a, model=SCOUT_PAID)[1]["x-cache"] == "MISS"
+            with pytest.raises(openai.PermissionDeniedError) as refused:
+                chat(b, model=SCOUT_PAID)
+            assert chat(a, model=SCOUT_PAID)[1]["x-cache"] == "HIT"
+    assert refused.value.response.headers["x-cache"] == "MISS"
     assert len(fake.requests_to(CHAT_PATH)) == 1
 
 
