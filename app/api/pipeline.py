@@ -101,13 +101,18 @@ class Flow:
             raise ClientGone from None  # the upload was cut mid-body
         parsed = self.dialect.parse(raw, services.settings.default_model)
         trace.model, trace.stream = parsed.model, parsed.stream
+        self.cache = services.cache.status(parsed, request.headers.get("cache-control"))
+        trace.cache = self.cache.status
         self.caller = services.gate.authenticate(
             request.headers.get("authorization"), request.headers.get("x-api-key")
         )
         trace.key = self.caller.name
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
-            parsed, self.caller.name, request.headers.get("cache-control")
+            parsed,
+            self.caller.name,
+            request.headers.get("cache-control"),
+            may_serve=partial(services.gate.may_use, self.caller, parsed),
         )
         trace.cache = self.cache.status
         if self.cache.hit is not None:

@@ -9,6 +9,7 @@ its flight, must end with `keep` (a clean answer) or `release` (anything else).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.cache.flight import Flights, Ticket
@@ -59,9 +60,24 @@ class ResponseCache:
         self.store = store
         self.flights = flights
 
+    def status(self, parsed: ParsedRequest, cache_control: str | None) -> CacheUse:
+        """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
+        it may not use) still says whether it was eligible, MISS or BYPASS (DESIGN §4)."""
+        allowed = eligibility(self._mode, parsed.dialect.name, parsed.data, cache_control)
+        return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
+
     async def lookup(
-        self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
+        self,
+        parsed: ParsedRequest,
+        caller: str | None,
+        cache_control: str | None,
+        *,
+        may_serve: Callable[[str], Awaitable[bool]] | None = None,
     ) -> CacheUse:
+        """The request's cache use. `may_serve(model)` says whether this caller may be
+        answered by `model`: an entry another key stored (global scope) carries no
+        permission, so one it refuses is passed over as a miss, and the usual path then
+        answers from a model the key may use or refuses it as without the cache."""
         route = parsed.dialect.name
         allowed = eligibility(self._mode, route, parsed.data, cache_control)
         if allowed is BYPASS:
@@ -74,6 +90,8 @@ class ResponseCache:
                 ticket = await self.flights.join(key)
                 entry = ticket.entry
                 use.ticket = ticket if ticket.leading else None
+            if entry is not None and may_serve is not None and not await may_serve(entry.model):
+                entry = None
             if entry is not None and (hit := self._replay(entry, parsed)) is not None:
                 use.status, use.hit, use.entry = "HIT", hit, entry
                 return use

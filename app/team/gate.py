@@ -118,6 +118,15 @@ class Gate:
             raise free_only.forbidden(key.name, skipped)
         return kept
 
+    async def may_use(self, caller: Caller, parsed: ParsedRequest, model: str) -> bool:
+        """Whether `model` may answer this caller's request: what `allowed` checks, for a
+        cached answer (which spends nothing, but the key's models still bind)."""
+        key = caller.key
+        if key is None or (key.paid and not key.models):
+            return True
+        info = (await self._models()).get(model)
+        return free_only.check_candidate(key, model, info, parsed.data) is None
+
     async def spend(self, caller: Caller, model: str) -> Hold | None:
         """Count one attempt on `model` against the free allowance, or say until when the
         allowance (the account's, or this key's fair share) holds it back."""
