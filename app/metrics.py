@@ -6,12 +6,16 @@ default), so several apps in one test process never collide. The request path on
 increments pre-bound children: label tuples are bounded (routes, statuses, catalogue
 models, cache results, outcomes), so each child is built once and kept in a dict. Model ids
 outside the catalogue fold into `other`: a client naming random ids cannot grow the
-registry. Gauges over state owned elsewhere (cooling models, the free budget, the cache,
-the usage queue) are read at scrape time by `scrape`, never kept in step on the hot path.
+registry. Before the catalogue is first loaded (the hot path never waits for it), counts
+wait in a small bounded map and take their labels at the next scrape, which loads it; a
+scraper therefore sees the same numbers as if the labels had been known at once. Gauges
+over state owned elsewhere (cooling models, the free budget, the cache, the usage queue)
+are read at scrape time by `scrape`, never kept in step on the hot path.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -20,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from app.errors import UpstreamError
 
 if TYPE_CHECKING:
     from app.deps import Services
@@ -31,6 +37,8 @@ Outcome = Literal[
     "ok", "rate_limited_provider", "rate_limited_account", "error", "timeout", "unreachable"
 ]
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Distinct label sets counted before the catalogue is known; beyond it, `other` at once.
+MAX_PENDING = 1024
 
 # Seconds. Latency spans a cache hit (< 1 ms) to a slow reasoning answer (minutes).
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -102,6 +110,9 @@ class Metrics:
         registry.register(_ScrapedCollector(self))
         self._request_children: dict[tuple[str, int, str, str], Any] = {}
         self._attempt_children: dict[tuple[str, str], Any] = {}
+        # (route, status, raw model, cache) or (raw model, outcome) -> count, unlabelled yet
+        self._pending_requests: dict[tuple[str, int, str, str], int] = {}
+        self._pending_attempts: dict[tuple[str, str], int] = {}
         self._route_children: dict[str, tuple[Any, Any, Any]] = {}
 
     def model_label(self, model: str | None) -> str:
@@ -109,6 +120,31 @@ class Metrics:
             return NONE
         known = self._known()
         return model if known is not None and model in known else OTHER
+
+    def _count_request(self, route: str, status: int, model: str, cache: str, n: int) -> None:
+        labels = (route, status, model, cache)
+        child = self._request_children.get(labels)
+        if child is None:
+            child = self._requests.labels(route, str(status), model, cache.lower())
+            self._request_children[labels] = child
+        child.inc(n)
+
+    def _count_attempt(self, model: str, outcome: str, n: int) -> None:
+        labels = (model, outcome)
+        child = self._attempt_children.get(labels)
+        if child is None:
+            child = self._attempts.labels(model, outcome)
+            self._attempt_children[labels] = child
+        child.inc(n)
+
+    def _settle(self) -> None:
+        """Label the counts kept while the catalogue was unknown (it is known now)."""
+        pending_requests, self._pending_requests = self._pending_requests, {}
+        for (route, status, model, cache), n in pending_requests.items():
+            self._count_request(route, status, self.model_label(model), cache, n)
+        pending_attempts, self._pending_attempts = self._pending_attempts, {}
+        for (model, outcome), n in pending_attempts.items():
+            self._count_attempt(self.model_label(model), outcome, n)
 
     def request(
         self,
@@ -121,12 +157,14 @@ class Metrics:
         overhead_ms: float | None,
     ) -> None:
         """One finished request (called once, from `Trace.finish`)."""
-        labels = (route, status, self.model_label(served), cache)
-        child = self._request_children.get(labels)
-        if child is None:
-            child = self._requests.labels(route, str(status), labels[2], cache.lower())
-            self._request_children[labels] = child
-        child.inc()
+        if served is not None and self._known() is None:
+            pending = (route, status, served, cache)
+            if pending in self._pending_requests or len(self._pending_requests) < MAX_PENDING:
+                self._pending_requests[pending] = self._pending_requests.get(pending, 0) + 1
+            else:
+                self._count_request(route, status, OTHER, cache, 1)
+        else:
+            self._count_request(route, status, self.model_label(served), cache, 1)
         timings = self._route_children.get(route)
         if timings is None:
             timings = (
@@ -143,12 +181,13 @@ class Metrics:
 
     def attempt(self, model: str, outcome: Outcome) -> None:
         """One upstream attempt and how it ended (the `AttemptRecorder` of routing)."""
-        labels = (self.model_label(model), outcome)
-        child = self._attempt_children.get(labels)
-        if child is None:
-            child = self._attempts.labels(*labels)
-            self._attempt_children[labels] = child
-        child.inc()
+        if self._known() is None:
+            pending = (model, outcome)
+            if pending in self._pending_attempts or len(self._pending_attempts) < MAX_PENDING:
+                self._pending_attempts[pending] = self._pending_attempts.get(pending, 0) + 1
+                return
+            model = OTHER
+        self._count_attempt(self.model_label(model), outcome, 1)
 
     def quota_rejected(self, key_name: str, limit: str) -> None:
         self._quota.labels(key_name, limit).inc()
@@ -158,7 +197,12 @@ class Metrics:
         rendered with no await in between, so the text is one consistent moment."""
         scraped = _Scraped()
         now = services.clock()
+        if self._pending_requests or self._pending_attempts:
+            with contextlib.suppress(UpstreamError):  # still unknown: they wait on
+                await services.catalogue.models()
         known = self._known()
+        if known is not None:
+            self._settle()
         if known is not None:
             ids = list(known)
             scraped.catalogue_models = len(ids)
