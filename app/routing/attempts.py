@@ -258,7 +258,7 @@ def _log_failure(tried: int, model: str, error: UpstreamError, outcome: str) -> 
     }
     if raw is not None:
         fields["raw"] = raw if isinstance(raw, str) else str(raw)
-    text = f"attempt {tried}: {model} failed ({outcome}): {error.message}"
+    text = f"id={fields['id']} attempt {tried}: {model} failed ({outcome}): {error.message}"
     if raw is not None:
         text += f" (raw: {fields['raw']})"
     log.info(text, extra={"fields": fields})
