@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from app.cache.step import ResponseCache
 from app.config import Settings
+from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
@@ -36,6 +37,7 @@ class Services:
     gate: Gate
     budget: BudgetStore
     cache: ResponseCache
+    metrics: Metrics
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
 
     async def aclose(self) -> None:

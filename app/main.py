@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, models
+from app.api.metrics import router as metrics_router
 from app.api.routes import add_inference_routes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
@@ -19,6 +20,7 @@ from app.cache.store import MemoryCache
 from app.config import Settings, load_settings
 from app.deps import Services
 from app.errors import install_error_handlers
+from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
@@ -61,6 +63,7 @@ def create_app(
         MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
         Flights(wait_timeout=settings.total_timeout),
     )
+    metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     services = Services(
         settings=settings,
         clock=clock,
@@ -68,11 +71,14 @@ def create_app(
         catalogue=catalogue,
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
-        attempts=Attempts(cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts),
+        attempts=Attempts(
+            cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts, metrics
+        ),
         team=team,
         gate=gate,
         budget=budget,
         cache=cache,
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -97,6 +103,7 @@ def create_app(
     add_inference_routes(app)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(admin.router)
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app

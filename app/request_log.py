@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
 log = logging.getLogger("openrouter_proxy.request")
+# The request being served, for lines written deeper down (a failed upstream attempt).
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 _UNICODE_BREAKS = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}

@@ -105,7 +105,7 @@ def test_unreachable_upstream_gets_502():
         ready = httpx.get(f"{proxy.url}/readyz")
     error = assert_openai_error(response, 502, "upstream_error")
     assert "cannot reach OpenRouter" in error["message"]
-    assert ready.status_code == 503 and ready.json()["checks"]["upstream"]["ok"] is False
+    assert ready.status_code == 503 and ready.json()["checks"]["catalogue"]["ok"] is False
 
 
 @pytest.mark.parametrize("stream", [False, True])

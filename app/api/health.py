@@ -1,16 +1,24 @@
-"""GET /healthz (the process answers) and /readyz (it can serve chat: key and catalogue)."""
+"""GET /healthz (the process answers) and /readyz (it can serve: each dependency checked)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
-from app.deps import ServicesDep
+from app.deps import Services, ServicesDep
 from app.errors import UpstreamError
+from app.team.db import write_problem
 
 router = APIRouter(tags=["health"])
+
+# A readiness probe must answer quickly even when Redis does not.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+Check = dict[str, Any]
 
 
 @router.get("/healthz")
@@ -21,22 +29,64 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Readiness: each named check says what is wrong and what to do."""
-    checks: dict[str, dict[str, Any]] = {}
+    """Readiness: each named check says what is wrong and what to do (DESIGN §11)."""
+    checks: dict[str, Check] = {
+        "upstream_key": _upstream_key(services),
+        "catalogue": await _catalogue(services),
+        "database": await _database(services),
+    }
+    if services.settings.redis_url is not None:
+        checks["redis"] = await _redis(services.settings.redis_url)
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    return JSONResponse(
+        {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks},
+        status_code=503 if failing else 200,
+    )
+
+
+def _upstream_key(services: Services) -> Check:
     if services.settings.upstream_key:
-        checks["upstream_key"] = {"ok": True, "detail": "OPENROUTER_API_KEY is set"}
-    else:
-        checks["upstream_key"] = {
-            "ok": False,
-            "detail": "OPENROUTER_API_KEY is not set: chat answers 503 until it is",
-        }
+        return {"ok": True, "detail": "OPENROUTER_API_KEY is set"}
+    return {"ok": False, "detail": "OPENROUTER_API_KEY is not set: chat answers 503 until it is"}
+
+
+async def _catalogue(services: Services) -> Check:
     try:
         models = await services.catalogue.models()
-        checks["upstream"] = {"ok": True, "detail": f"catalogue has {len(models)} models"}
     except UpstreamError as error:
-        checks["upstream"] = {"ok": False, "detail": error.message}
-    ready = all(check["ok"] for check in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
+        return {"ok": False, "detail": f"the model catalogue never loaded: {error.message}"}
+    loaded_at = services.catalogue.loaded_at
+    age = None if loaded_at is None else max(0.0, services.clock() - loaded_at)
+    shown = "?" if age is None else f"{age:.0f} s"
+    return {
+        "ok": True,
+        "detail": f"catalogue has {len(models)} models, loaded {shown} ago",
+        "age_seconds": None if age is None else round(age, 1),
+    }
+
+
+async def _database(services: Services) -> Check:
+    team = services.team
+    problem = await team.call(write_problem, team.keys.connection, team.path)
+    if problem is None:
+        return {"ok": True, "detail": f"database {team.path} is writable"}
+    return {"ok": False, "detail": problem}
+
+
+async def _redis(url: str) -> Check:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        return {"ok": False, "detail": "PROXY_REDIS_URL is set but the redis package is missing"}
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
     )
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS * 2):
+            await client.ping()
+    except Exception as error:  # any failure is "not reachable"; the URL may hold a password
+        return {"ok": False, "detail": f"Redis is not reachable ({type(error).__name__})"}
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return {"ok": True, "detail": "Redis answers"}

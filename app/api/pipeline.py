@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -21,9 +22,10 @@ from app.api.trace import Trace
 from app.cache.step import NOT_USED, CacheUse
 from app.config import MIB
 from app.deps import services_of
-from app.errors import PayloadTooLarge, ProxyError, UpstreamKeyMissing
+from app.errors import PayloadTooLarge, ProxyError, QuotaExceeded, UpstreamKeyMissing
 from app.request import Dialect, ParsedRequest
-from app.routing.attempts import ClientGone, Served
+from app.request_log import REQUEST_ID
+from app.routing.attempts import Attempt, ClientGone, Served
 from app.server.disconnect import cancelled_when_gone
 from app.server.header_text import header_escaped
 from app.team.auth import OPEN, Caller
@@ -32,6 +34,7 @@ from app.upstream.client import Answer, Call, OpenedStream
 from app.upstream.relay import EventStreamResponse, StreamOutcome, relay
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 # Client headers that go up as sent (DESIGN §5): attribution, OpenRouter's opt-ins, and
 # Anthropic's version headers. Nothing else a client sends is forwarded.
@@ -72,7 +75,9 @@ class Flow:
             route=request.url.path,
             started=time.monotonic(),
             arrived=services.clock(),
+            metrics=services.metrics,
         )
+        REQUEST_ID.set(self.trace.id)
         self.caller: Caller = OPEN
         self.admission: Admission | None = None
         self.cache: CacheUse = NOT_USED
@@ -128,14 +133,14 @@ class Flow:
             if parsed.stream:
                 opened = await services.attempts.first_success(
                     candidates,
-                    partial(services.upstream.open_stream, call),
+                    self._timed(partial(services.upstream.open_stream, call)),
                     request.is_disconnected,
                     spend,
                 )
                 return self._stream(parsed, opened)
             answer = await services.attempts.first_success(
                 candidates,
-                partial(services.upstream.complete, call),
+                self._timed(partial(services.upstream.complete, call)),
                 request.is_disconnected,
                 spend,
             )
@@ -145,6 +150,20 @@ class Flow:
         if not parsed.dialect.falls_back:
             return [parsed.model]  # only the named model (embeddings)
         return await self.services.router.candidates(parsed)
+
+    def _timed(self, attempt: Attempt[T]) -> Attempt[T]:
+        """`attempt`, timing each call into the trace: the last one is the answering one
+        (a stream's attempt ends at its first content) or the last to fail."""
+        trace = self.trace
+
+        async def timed(model: str, *, last: bool) -> T:
+            started = time.monotonic()
+            try:
+                return await attempt(model, last=last)
+            finally:
+                trace.upstream_ms = (time.monotonic() - started) * 1000
+
+        return timed
 
     def _forwarded(self) -> dict[str, str]:
         shared_cache = self.caller.key is None or self.services.settings.cache_scope == "global"
@@ -228,6 +247,7 @@ class Flow:
         headers["X-Proxy-Attempts"] = str(attempts)
         headers["X-Cache"] = self.cache.status
         headers["X-Request-Id"] = self.trace.id
+        headers["Server-Timing"] = self.trace.server_timing()
         return headers
 
     def _error(self, error: ProxyError) -> Response:
@@ -235,6 +255,8 @@ class Flow:
         self.trace.attempts = int(attempts) if attempts and attempts.isdigit() else 0
         for name, value in self._headers(None, self.trace.attempts).items():
             error.headers.setdefault(name, value)
+        if isinstance(error, QuotaExceeded):
+            self.services.metrics.quota_rejected(error.key_name, error.limit)
         self.trace.finish(self.services.team.usage, error.status_code, error=error.code)
         return self.dialect.error_response(error)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from app.metrics import Metrics
 from app.request import Usage
 from app.request_log import log_request
 from app.team.usage import UsageRecord, UsageWriter
@@ -26,13 +27,26 @@ class Trace:
     cache: str = "BYPASS"
     usage: Usage | None = None
     ttft_ms: float | None = None
+    upstream_ms: float | None = None  # the last (on success: the answering) attempt
+    answered_ms: float | None = None  # when the first byte went to the client
+    metrics: Metrics | None = None
     written: bool = False
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
 
     def first_content(self) -> None:
-        self.ttft_ms = self.elapsed_ms()
+        self.ttft_ms = self.answered_ms = self.elapsed_ms()
+
+    def server_timing(self) -> str:
+        """`Server-Timing` (DESIGN §11): the proxy's own time before the first byte to the
+        client, and the upstream attempt's, so any client can check the proxy's cost."""
+        if self.answered_ms is None:
+            self.answered_ms = self.elapsed_ms()
+        if self.upstream_ms is None:
+            return f"proxy;dur={self.answered_ms:.1f}"
+        proxy = max(self.answered_ms - self.upstream_ms, 0.0)
+        return f"proxy;dur={proxy:.1f}, upstream;dur={self.upstream_ms:.1f}"
 
     def finish(self, usage: UsageWriter, status: int, *, error: str | None = None) -> None:
         """Log the request's one line and queue its usage record; later calls do nothing."""
@@ -40,8 +54,21 @@ class Trace:
             return
         self.written = True
         latency = self.elapsed_ms()
+        if self.answered_ms is None:
+            self.answered_ms = latency  # a non-stream answer goes out right after
         spent = self.usage or Usage()
         hit = self.cache == "HIT"
+        if self.metrics is not None:
+            answered = self.served is not None  # overhead only where something answered
+            self.metrics.request(
+                self.route,
+                status,
+                self.served,
+                self.cache,
+                latency,
+                self.ttft_ms,
+                self.answered_ms - (self.upstream_ms or 0.0) if answered else None,
+            )
         log_request(
             id=self.id,
             key=self.key,

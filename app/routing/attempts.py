@@ -13,9 +13,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamRejected
+from app.errors import (
+    InvalidRequest,
+    ProxyError,
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from app.request_log import REQUEST_ID
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
 from app.routing.policy import Next, Scope, Verdict, cooldown_until, judge
@@ -55,6 +64,26 @@ class Attempt(Protocol[T_co]):
     def __call__(self, model: str, *, last: bool) -> Awaitable[T_co]: ...
 
 
+class AttemptRecorder(Protocol):
+    """Told how each upstream attempt ended (the metrics, DESIGN §11); outcomes are
+    `ok`, `rate_limited_provider`, `rate_limited_account`, `error`, `timeout`, `unreachable`."""
+
+    def attempt(self, model: str, outcome: Any) -> None: ...
+
+
+def outcome_of(error: UpstreamError, verdict: Verdict) -> str:
+    """A failed attempt's outcome label: whose rate limit, or what kind of failure."""
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamUnreachable):
+        return "unreachable"
+    if isinstance(error, UpstreamRejected) and error.status == 429:
+        return (
+            "rate_limited_account" if verdict.scope is Scope.FREE_TIER else "rate_limited_provider"
+        )
+    return "error"
+
+
 @dataclass(frozen=True, slots=True)
 class Served(Generic[T]):
     result: T
@@ -70,7 +99,9 @@ class Attempts:
         clock: Callable[[], float],
         max_wait: float,
         max_attempts: int = 10,
+        recorder: AttemptRecorder | None = None,
     ) -> None:
+        self._recorder = recorder
         self._cooldowns = cooldowns
         self._catalogue = catalogue
         self._clock = clock
@@ -125,8 +156,8 @@ class Attempts:
             try:
                 result = await attempt(model, last=is_last)
             except UpstreamError as error:
-                log.info("attempt %d: %s failed: %s", tried, model, error.message)
                 verdict = await self._record(model, error)
+                _log_failure(tried, model, error, outcome_of(error, verdict))
                 last = error
                 if verdict.next in (Next.RELAY, Next.STOP):
                     raise _with_attempts(error, tried) from None
@@ -146,6 +177,8 @@ class Attempts:
                         raise _with_attempts(error, tried) from None
                 continue
             await self._cooldowns.succeeded(model, time.monotonic() - started)
+            if self._recorder is not None:
+                self._recorder.attempt(model, "ok")
             return Served(result, model, tried)
         if held and last is None:
             soonest = min(held.values(), key=lambda h: h.until)
@@ -157,6 +190,8 @@ class Attempts:
         """What the failure says about the model, written to the cooldown store."""
         now = self._clock()
         verdict = judge(error, now)
+        if self._recorder is not None:
+            self._recorder.attempt(model, outcome_of(error, verdict))
         if verdict.scope is Scope.FREE_TIER:
             await self._cooldowns.cool_free_tier(cooldown_until(verdict, now, 1))
         elif verdict.scope is Scope.MODEL:
@@ -205,6 +240,28 @@ class Attempts:
                 f"({_some(candidates)}); the last error was: {last.message}"
             )
         return last
+
+
+def _log_failure(tried: int, model: str, error: UpstreamError, outcome: str) -> None:
+    """One line per failed attempt with OpenRouter's message and `metadata.raw`, already
+    redacted by the upstream client (DESIGN §5), tied to its request by id."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    raw = error.metadata.get("raw") if isinstance(error, UpstreamRejected) else None
+    fields: dict[str, Any] = {
+        "id": REQUEST_ID.get(),
+        "attempt": tried,
+        "model": model,
+        "outcome": outcome,
+        "status": error.status if isinstance(error, UpstreamRejected) else error.status_code,
+        "message": error.message,
+    }
+    if raw is not None:
+        fields["raw"] = raw if isinstance(raw, str) else str(raw)
+    text = f"id={fields['id']} attempt {tried}: {model} failed ({outcome}): {error.message}"
+    if raw is not None:
+        text += f" (raw: {fields['raw']})"
+    log.info(text, extra={"fields": fields})
 
 
 def _cooling_error(cooling: dict[str, float], now: float, last: UpstreamError | None) -> ProxyError:

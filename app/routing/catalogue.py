@@ -79,7 +79,15 @@ class Catalogue:
             maxsize=1, ttl=FRESH_SECONDS, timer=clock
         )
         self._stale: dict[str, ModelInfo] | None = None
+        self._clock = clock
+        self.loaded_at: float | None = None  # when the models were last fetched (/readyz)
         self._lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> dict[str, ModelInfo] | None:
+        """The models as last fetched, without waiting (None before the first fetch):
+        the ids metrics may name as labels."""
+        return self._stale
 
     async def models(self) -> dict[str, ModelInfo]:
         """Id -> model. Raises UpstreamError only when it has never been fetched."""
@@ -95,6 +103,7 @@ class Catalogue:
                     return self._stale
                 raise
             self._fresh["models"] = self._stale = models
+            self.loaded_at = self._clock()
             return models
 
     async def _fetch(self) -> dict[str, ModelInfo]:

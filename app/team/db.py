@@ -145,3 +145,32 @@ def _writable(path: Path) -> bool:
     `os.access` honours read-only mounts even for root."""
     folder_ok = os.access(path.parent, os.W_OK)
     return folder_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def write_problem(connection: sqlite3.Connection, path: Path) -> str | None:
+    """Why the database cannot take a write now, or None (/readyz, DESIGN §11).
+
+    A real write transaction on the server's own connection (it rewrites `user_version`
+    with the value it reads, so a newer schema is never undone), then the file and folder
+    checked as a new connection would meet them: open descriptors keep writing to a folder
+    remounted read-only, yet the next process, or the next WAL file, could not.
+    """
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        return str(_describe(path, exc))
+    if not _writable(path):
+        return (
+            f"database {path} is read-only (its file or folder cannot be written); the "
+            "proxy writes keys and usage there: make both writable, or point PROXY_DB_PATH "
+            "elsewhere"
+        )
+    return None

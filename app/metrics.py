@@ -1,0 +1,267 @@
+"""Prometheus metrics (DESIGN §11): what a team running the proxy needs to see, with no
+secret, prompt or answer in any label.
+
+Each app owns its `Metrics` and its own `CollectorRegistry` (never the process-wide
+default), so several apps in one test process never collide. The request path only
+increments pre-bound children: label tuples are bounded (routes, statuses, catalogue
+models, cache results, outcomes), so each child is built once and kept in a dict. Model ids
+outside the catalogue fold into `other`: a client naming random ids cannot grow the
+registry. Before the catalogue is first loaded (the hot path never waits for it), counts
+wait in a small bounded map and take their labels at the next scrape, which loads it; a
+scraper therefore sees the same numbers as if the labels had been known at once. Gauges
+over state owned elsewhere (cooling models, the free budget, the cache, the usage queue)
+are read at scrape time by `scrape`, never kept in step on the hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from app.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from app.deps import Services
+
+PREFIX: Final = "openrouter_proxy_"
+OTHER: Final = "other"  # a model id the catalogue does not list
+NONE: Final = "none"  # no model answered (an error, a refusal)
+Outcome = Literal[
+    "ok", "rate_limited_provider", "rate_limited_account", "error", "timeout", "unreachable"
+]
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Distinct label sets counted before the catalogue is known; beyond it, `other` at once.
+MAX_PENDING = 1024
+
+# Seconds. Latency spans a cache hit (< 1 ms) to a slow reasoning answer (minutes).
+LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The proxy's own cost is meant to stay near a millisecond (DESIGN §9).
+OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
+
+
+@dataclass(slots=True)
+class _Scraped:
+    """Values read at scrape time from the stores that own them."""
+
+    cooling: int = 0
+    failing: int = 0
+    free_left: int | None = None
+    free_limit: int | None = None
+    catalogue_models: int = 0
+    cache: tuple[int, int, int, int] = (0, 0, 0, 0)  # entries, bytes, hits, misses
+    usage_queue: int = 0
+
+
+class Metrics:
+    def __init__(self, known_models: Callable[[], Mapping[str, Any] | None] = lambda: None) -> None:
+        """`known_models` returns the catalogue as last loaded (None before): its ids are
+        the model labels; anything else is `other`."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._known = known_models
+        registry = self.registry
+        self._requests = Counter(
+            f"{PREFIX}requests",
+            "Requests answered, by route, status, the model that answered and cache result.",
+            ("route", "status", "model", "cache"),
+            registry=registry,
+        )
+        self._attempts = Counter(
+            f"{PREFIX}upstream_attempts",
+            "Upstream attempts by model and outcome.",
+            ("model", "outcome"),
+            registry=registry,
+        )
+        self._latency = Histogram(
+            f"{PREFIX}request_duration_seconds",
+            "Time from the request's arrival to its end (a stream's last byte).",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds",
+            "Streams: time from arrival to the first content sent to the client.",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._overhead = Histogram(
+            f"{PREFIX}proxy_overhead_seconds",
+            "Time in the proxy before the first byte to the client, minus the answering "
+            "upstream attempt (Server-Timing proxy;dur).",
+            ("route",),
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self._quota = Counter(
+            f"{PREFIX}quota_rejections",
+            "Requests refused by a key's own quota, by key name and limit.",
+            ("key", "limit"),
+            registry=registry,
+        )
+        self._scraped = _Scraped()
+        registry.register(_ScrapedCollector(self))
+        self._request_children: dict[tuple[str, int, str, str], Any] = {}
+        self._attempt_children: dict[tuple[str, str], Any] = {}
+        # (route, status, raw model, cache) or (raw model, outcome) -> count, unlabelled yet
+        self._pending_requests: dict[tuple[str, int, str, str], int] = {}
+        self._pending_attempts: dict[tuple[str, str], int] = {}
+        self._route_children: dict[str, tuple[Any, Any, Any]] = {}
+
+    def model_label(self, model: str | None) -> str:
+        if model is None:
+            return NONE
+        known = self._known()
+        return model if known is not None and model in known else OTHER
+
+    def _count_request(self, route: str, status: int, model: str, cache: str, n: int) -> None:
+        labels = (route, status, model, cache)
+        child = self._request_children.get(labels)
+        if child is None:
+            child = self._requests.labels(route, str(status), model, cache.lower())
+            self._request_children[labels] = child
+        child.inc(n)
+
+    def _count_attempt(self, model: str, outcome: str, n: int) -> None:
+        labels = (model, outcome)
+        child = self._attempt_children.get(labels)
+        if child is None:
+            child = self._attempts.labels(model, outcome)
+            self._attempt_children[labels] = child
+        child.inc(n)
+
+    def _settle(self) -> None:
+        """Label the counts kept while the catalogue was unknown (it is known now)."""
+        pending_requests, self._pending_requests = self._pending_requests, {}
+        for (route, status, model, cache), n in pending_requests.items():
+            self._count_request(route, status, self.model_label(model), cache, n)
+        pending_attempts, self._pending_attempts = self._pending_attempts, {}
+        for (model, outcome), n in pending_attempts.items():
+            self._count_attempt(self.model_label(model), outcome, n)
+
+    def request(
+        self,
+        route: str,
+        status: int,
+        served: str | None,
+        cache: str,
+        latency_ms: float,
+        ttft_ms: float | None,
+        overhead_ms: float | None,
+    ) -> None:
+        """One finished request (called once, from `Trace.finish`)."""
+        if served is not None and self._known() is None:
+            pending = (route, status, served, cache)
+            if pending in self._pending_requests or len(self._pending_requests) < MAX_PENDING:
+                self._pending_requests[pending] = self._pending_requests.get(pending, 0) + 1
+            else:
+                self._count_request(route, status, OTHER, cache, 1)
+        else:
+            self._count_request(route, status, self.model_label(served), cache, 1)
+        timings = self._route_children.get(route)
+        if timings is None:
+            timings = (
+                self._latency.labels(route),
+                self._ttft.labels(route),
+                self._overhead.labels(route),
+            )
+            self._route_children[route] = timings
+        timings[0].observe(latency_ms / 1000)
+        if ttft_ms is not None:
+            timings[1].observe(ttft_ms / 1000)
+        if overhead_ms is not None:
+            timings[2].observe(max(overhead_ms, 0.0) / 1000)
+
+    def attempt(self, model: str, outcome: Outcome) -> None:
+        """One upstream attempt and how it ended (the `AttemptRecorder` of routing)."""
+        if self._known() is None:
+            pending = (model, outcome)
+            if pending in self._pending_attempts or len(self._pending_attempts) < MAX_PENDING:
+                self._pending_attempts[pending] = self._pending_attempts.get(pending, 0) + 1
+                return
+            model = OTHER
+        self._count_attempt(self.model_label(model), outcome, 1)
+
+    def quota_rejected(self, key_name: str, limit: str) -> None:
+        self._quota.labels(key_name, limit).inc()
+
+    async def scrape(self, services: Services) -> bytes:
+        """The Prometheus text: the stores' state is read now (some reads are async), then
+        rendered with no await in between, so the text is one consistent moment."""
+        scraped = _Scraped()
+        now = services.clock()
+        if self._pending_requests or self._pending_attempts:
+            with contextlib.suppress(UpstreamError):  # still unknown: they wait on
+                await services.catalogue.models()
+        known = self._known()
+        if known is not None:
+            self._settle()
+        if known is not None:
+            ids = list(known)
+            scraped.catalogue_models = len(ids)
+            scraped.cooling = len(await services.cooldowns.cooling(ids, now))
+            scraped.failing = len(await services.cooldowns.failing(ids, now))
+        budget = await services.budget.snapshot(None, now)
+        scraped.free_left = budget["account_remaining_today"]
+        scraped.free_limit = budget["account_limit_today"]
+        stats = services.cache.store.stats()
+        coalesced = services.cache.flights.coalesced
+        scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
+        scraped.usage_queue = services.team.usage.queue_depth
+        self._scraped = scraped
+        return generate_latest(self.registry)
+
+
+class _ScrapedCollector(Collector):
+    """Renders the values `Metrics.scrape` just read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # unchecked: its names are fixed and distinct from the others'
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._metrics._scraped
+        yield _gauge("models_cooling", "Catalogue models rate-limited now (skipped).", s.cooling)
+        yield _gauge(
+            "models_failing", "Catalogue models failing now (tried after others).", s.failing
+        )
+        yield _gauge("catalogue_models", "Models in the upstream catalogue.", s.catalogue_models)
+        if s.free_left is not None:
+            yield _gauge(
+                "free_requests_left_today",
+                "Requests to free models the account has left today (UTC).",
+                s.free_left,
+            )
+        if s.free_limit is not None:
+            yield _gauge(
+                "free_requests_limit_today",
+                "The account's daily allowance of requests to free models.",
+                s.free_limit,
+            )
+        entries, size, hits, misses = s.cache
+        yield _gauge("cache_entries", "Answers held in the response cache.", entries)
+        yield _gauge("cache_bytes", "Measured bytes held by the response cache.", size)
+        hit_family = CounterMetricFamily(
+            f"{PREFIX}cache_hits", "Requests answered from the cache (or a request in flight)."
+        )
+        hit_family.add_metric([], hits)
+        yield hit_family
+        miss_family = CounterMetricFamily(
+            f"{PREFIX}cache_misses", "Cache lookups that found nothing."
+        )
+        miss_family.add_metric([], misses)
+        yield miss_family
+        yield _gauge("usage_queue_depth", "Usage records waiting to be written.", s.usage_queue)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
