@@ -30,6 +30,7 @@ from app.team.budget import MemoryBudget, refresh
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas
 from app.team.store import Team
+from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
 from app.upstream.transport import Transport
 
@@ -52,6 +53,7 @@ def create_app(
     cooldowns = MemoryCooldowns(clock)
     team = Team(settings.db_path, clock=clock)
     quotas = MemoryQuotas(clock)
+    _seed_quotas(team, quotas, clock())
     gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
     budget = MemoryBudget(
         settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
@@ -107,6 +109,14 @@ def create_app(
     app.include_router(admin.router)
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
+
+
+def _seed_quotas(team: Team, quotas: MemoryQuotas, now: float) -> None:
+    """Quotas live in memory: today's `rpd`/`tpd` counts start from the usage records, so
+    a restart does not reset them (DESIGN §7)."""
+    for key in team.keyring.keys():
+        if key.revoked is None and (key.rpd is not None or key.tpd is not None):
+            quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)
 
 
 def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:

@@ -264,3 +264,13 @@ async def test_fifty_concurrent_admits_against_rpm_10_admit_exactly_10():
     assert sum(isinstance(r, QuotaExceeded) for r in results) == 40
     snapshot = await store.snapshot(key, MORNING)
     assert snapshot["concurrency"] is not None and snapshot["concurrency"]["used"] == 10
+
+
+async def test_seeded_daily_counts_carry_over_a_restart_until_midnight():
+    store, key = quotas(), Key(rpd=3, tpd=100)
+    store.seed("alice", requests=2, tokens=40, now=MORNING)
+    await store.admit(key, MORNING)
+    assert "rpd limit of 3" in (await refused(store, key, MORNING + 1)).message
+    used = usage_fields(await store.snapshot(key, MORNING + 1))["used"]
+    assert (used["rpd"], used["tpd"]) == (3, 40)
+    await store.admit(key, MIDNIGHT)  # a new UTC day starts from zero

@@ -6,8 +6,7 @@ so a proxy without an admin key does not even reveal that they exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,9 +15,11 @@ from starlette.exceptions import HTTPException
 from app.deps import is_admin, services_of
 from app.errors import InvalidKey
 from app.team.auth import Caller
-from app.team.keys import LIMITS, ApiKey
+from app.team.budget import BudgetStore
+from app.team.gate import Gate
+from app.team.quotas import usage_fields
 from app.team.store import Team
-from app.team.usage import DAY, usage_summary, usage_today, utc_day_start
+from app.team.usage import usage_summary
 
 router = APIRouter(tags=["admin"])
 
@@ -87,53 +88,26 @@ async def admin_usage(
     return {"object": "list", "data": rows}
 
 
-class LiveCounters(Protocol):
-    """What the quota store knows and the usage database cannot: the sliding-minute count
-    and requests in flight. `live` returns {limit: (used, resets_at epoch or None)} for the
-    limits it tracks (e.g. "rpm", "concurrency"; "rpd"/"tpd" too, to override the database)."""
-
-    def live(self, key: ApiKey, now: float) -> Mapping[str, tuple[int, float | None]]: ...
-
-
 async def usage_report(
-    caller: Caller, team: Team, *, counters: LiveCounters | None = None
+    caller: Caller, gate: Gate, budget: BudgetStore, now: float
 ) -> dict[str, Any]:
-    """GET /v1/usage's body: limits, used, remaining and resets_at per limit (DESIGN §4).
-
-    Today `rpd` and `tpd` come from the usage records (which lag by up to a second) and
-    `rpm`/`concurrency` are null unless `counters` (the quota store) provides them."""
-    now = team.clock()
-    requests, tokens = await team.call(usage_today, team.keys.connection, caller.name, now=now)
-    midnight = utc_day_start(now) + DAY
-    used: dict[str, int | None] = {"rpm": None, "rpd": requests, "tpd": tokens, "concurrency": None}
-    resets: dict[str, float | None] = {
-        "rpm": None,
-        "rpd": midnight,
-        "tpd": midnight,
-        "concurrency": None,
-    }
-    if counters is not None and caller.key is not None:
-        for limit, (live_count, reset) in counters.live(caller.key, now).items():
-            used[limit], resets[limit] = live_count, reset
-    limits: dict[str, int | None] = caller.key.limits if caller.key else dict.fromkeys(LIMITS)
-    remaining: dict[str, int | None] = {}
-    for limit in LIMITS:
-        cap, count = limits[limit], used[limit]
-        remaining[limit] = None if cap is None or count is None else max(0, cap - count)
+    """GET /v1/usage's body (DESIGN §4, §7): limits, used, remaining and resets_at per limit,
+    read from the live quota store (the one that admits requests, so the two never
+    disagree), and `free_budget`: the caller's fair share of the account's free allowance
+    and what is left of that allowance today. Reading it counts toward nothing."""
+    snapshot = await gate.quotas.snapshot(caller.key, now)
     return {
         "key": caller.name,
-        "limits": limits,
-        "used": used,
-        "remaining": remaining,
-        "resets_at": resets,
+        **usage_fields(snapshot),
+        "free_budget": dict(await budget.snapshot(caller.name, now)),
     }
 
 
 @router.get("/v1/usage")
 async def my_usage(request: Request) -> dict[str, Any]:
     """The calling key's limits and what is left of them; counts toward no quota."""
-    team = services_of(request).team
-    caller = team.keyring.authenticate(
+    services = services_of(request)
+    caller = services.gate.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
-    return await usage_report(caller, team)
+    return await usage_report(caller, services.gate, services.budget, services.clock())

@@ -90,7 +90,10 @@ class Gate:
         if key is not None and not key.paid:
             reason = free_only.body_refusal(parsed.data)
             if reason is not None:
-                raise free_only.forbidden(key.name, [free_only.Skipped("", reason, True)])
+                refusal = free_only.forbidden(key.name, [free_only.Skipped("", reason, True)])
+                # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
+                refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+                raise refusal
         try:
             ticket = await self.quotas.admit(key, now)
         except RateLimited as refusal:

@@ -157,6 +157,14 @@ class MemoryQuotas:
         counts.roll(now)
         return counts
 
+    def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
+        """Start key `name`'s `rpd`/`tpd` counts for today at what its usage records say,
+        so a restart does not hand every key a fresh day. (The sliding minute and the
+        requests in flight start empty: both are over within a minute of a restart.)"""
+        counts = self._counts.setdefault(name, _Counts())
+        counts.roll(now)
+        counts.requests, counts.tokens = requests, tokens
+
     async def admit(self, key: KeyLimits | None, now: float) -> Ticket:
         if key is None or not _is_limited(key):
             return _NO_TICKET
