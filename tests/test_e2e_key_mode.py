@@ -49,3 +49,28 @@ def test_models_need_a_client_key_or_the_admin_key_once_keys_exist(start_proxy: 
     assert with_key.status_code == 200 and SCOUT in {m["id"] for m in with_key.json()["data"]}
     assert listed.returncode == 0, listed.stderr
     assert '"cooldown_until"' in listed.stdout and SCOUT in listed.stdout
+
+
+def test_a_request_refused_for_its_model_counts_toward_no_limit(start_proxy: ProxyFactory):
+    """DESIGN §7: rejected requests do not count; a 403 must not use up the key's rpm."""
+    with start_proxy() as proxy:
+        team = Team(proxy.app.state.services.settings.db_path)
+        secret = team.keys.create("bob", rpm=1, models=["*:free"])
+        team.keys.close()
+        team.keyring.close()
+        time.sleep(1.0)  # a running server sees a new key within one second (DESIGN §2)
+        auth = {"Authorization": f"Bearer {secret}"}
+
+        def ask(model: str) -> httpx.Response:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            return httpx.post(f"{proxy.url}/v1/chat/completions", json=body, headers=auth)
+
+        refused = ask("openai/gpt-4o-mini")
+        allowed = ask(SCOUT)
+        over = ask(SCOUT)
+
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "model_not_allowed"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "1"
+    assert allowed.status_code == 200, allowed.text
+    assert over.status_code == 429 and "rpm limit of 1" in over.json()["error"]["message"]

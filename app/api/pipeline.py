@@ -112,6 +112,9 @@ class Flow:
             request.headers.get("authorization"), request.headers.get("x-api-key")
         )
         trace.key = self.caller.name
+        # Which models this key may use is settled before its quotas count the request:
+        # a refused request counts toward no limit (DESIGN §7).
+        candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
             parsed,
@@ -126,7 +129,6 @@ class Flow:
             raise UpstreamKeyMissing(
                 "OPENROUTER_API_KEY is not set on the proxy; set it and restart. See GET /readyz."
             )
-        candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
         call = Call(parsed, self._forwarded(), trace.id)
         spend = partial(services.gate.spend, self.caller)
         async with cancelled_when_gone(request.receive):

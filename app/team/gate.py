@@ -118,7 +118,10 @@ class Gate:
             else:
                 skipped.append(refused)
         if not kept:
-            raise free_only.forbidden(key.name, skipped)
+            refusal = free_only.forbidden(key.name, skipped)
+            # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
+            refusal.headers.update(await self.quotas.ratelimit_headers(key, self._clock()))
+            raise refusal
         return kept
 
     async def may_use(self, caller: Caller, parsed: ParsedRequest, model: str) -> bool:
