@@ -266,7 +266,7 @@ def _response_object(status: str, text: str | None) -> dict[str, Any]:
     }
 
 
-def _message_item(text: str, status: str) -> dict[str, Any]:
+def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": []}]
     return {"role": "assistant", "type": "message", "status": status, "id": _MSG_ID,
             "content": content}  # fmt: skip
@@ -311,8 +311,7 @@ def _responses_tail(n: int) -> bytes:
     return (
         _event("response.output_text.done", seq, **_AT, text=text, logprobs=[])
         + _event("response.content_part.done", seq + 1, **_AT, part=part)
-        + _event("response.output_item.done", seq + 2, output_index=0,
-                 item=_message_item(text, "completed"))  # fmt: skip
+        + _event("response.output_item.done", seq + 2, output_index=0, item=_message_item(text))
         + _event("response.completed", seq + 3, response=_response_object("completed", text))
         + b"data: [DONE]\n\n"
     )
