@@ -59,7 +59,7 @@ from bench.scenarios import (
     startup_spawns,
 )
 
-WALL_BUDGET_S: dict[str, float] = {"full": 560.0, "quick": 240.0, "smoke": 50.0}
+WALL_BUDGET_S: dict[str, float] = {"full": 590.0, "quick": 240.0, "smoke": 50.0}
 FLOOR_FACTORIES = {
     "aiohttp": "bench.floors:aiohttp_floor",
     "httpx": "bench.floors:httpx_floor",
@@ -301,7 +301,7 @@ class Bench:
         if server.proc is not None and server.proc.poll() is not None:
             cell.problems.append(f"server exited with {server.proc.returncode}")
         errs = f", errors {dict(result.errors)}" if result.errors else ""
-        log(f"  {sc.name:<22} {LABELS.get(target, target):<20} {result.rps:8.0f} req/s"
+        log(f"  {sc.name:<22} {LABELS.get(target, target):<24} {result.rps:8.0f} req/s"
             f"  ok {result.ok}{errs}")  # fmt: skip
 
     async def run_scenario(self, sc: Scenario) -> None:
