@@ -6,6 +6,11 @@ Routes (the subset of `openrouter-api.md` a chat benchmark needs):
   `"stream": true` an SSE stream shaped like OpenRouter's (§6): `: OPENROUTER PROCESSING`, a
   role chunk, N content chunks D ms apart, a finish chunk, a usage chunk with `choices: []`,
   `data: [DONE]`.
+- `POST /api/v1/responses` (§11): a Responses body with usage, or with `"stream": true`
+  OpenRouter's data-only event stream: `response.created`, `response.in_progress`,
+  `response.output_item.added`, `response.content_part.added`, N `response.output_text.delta`
+  D ms apart, `response.output_text.done`, `response.content_part.done`,
+  `response.output_item.done`, `response.completed` with usage, `data: [DONE]`.
 - `GET /api/v1/models`: a small catalogue holding the bench model ids.
 - `GET /api/v1/key`, `GET /healthz`: enough for `openrouter-proxy check` and readiness polls.
 - `GET /__stats` (counters, see `Stats`), `POST /__reset` and `POST /__reset_peak` (the
@@ -40,6 +45,7 @@ import httptools
 import orjson
 
 CHAT_PATH = b"/api/v1/chat/completions"
+RESPONSES_PATH = b"/api/v1/responses"
 BENCH_MODELS = ("bench/ok", "bench/stream-20x5", "bench/slow-5000", "bench/fail-429")
 _ID_MARK = b"__GENID__"
 _MODEL_MARK = "__MODEL__"
@@ -86,7 +92,8 @@ class Stats:
 
     def reset(self) -> None:
         self.chat_requests = 0  # every POST to the chat route, whatever the answer
-        self.ok_requests = 0  # answered 200 (non-stream or stream)
+        self.responses_requests = 0  # every POST to the Responses route, whatever the answer
+        self.ok_requests = 0  # answered 200 (non-stream or stream), on either route
         self.failed_requests = 0  # answered a `bench/fail-NNN` error
         self.bad_requests = 0  # unparseable body, wrong route or method
         self.streams_started = 0
@@ -181,9 +188,11 @@ class Templates:
     """
 
     completion: bytes
-    role: bytes  # the keep-alive comment and the role chunk
-    content: bytes
-    finish: bytes  # finish chunk + usage chunk + [DONE]
+    role: bytes  # the keep-alive comment and the role chunk (Responses: the preamble events)
+    content: bytes  # Responses: with a `__SEQ__` mark for the sequence number
+    finish: bytes  # finish chunk + usage chunk + [DONE] (Responses: built per delta count)
+    model: str = ""
+    responses: bool = False
 
 
 _COMPLETION = _completion_template()
@@ -208,6 +217,140 @@ def templates_for(model: str) -> Templates:
         if len(_templates) < 4096:
             _templates[model] = tpl
     return tpl
+
+
+_SEQ_MARK = b"__SEQ__"
+_MSG_ID = "msg_tmp_bench0000001"
+
+
+def _responses_usage() -> dict[str, Any]:
+    """§11.2: Responses names plus OpenRouter's cost fields."""
+    return {
+        "input_tokens": 9,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 10,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 19,
+        "cost": 0.00000735,
+        "is_byok": False,
+        "cost_details": {
+            "upstream_inference_cost": None,
+            "upstream_inference_input_cost": 0.00000135,
+            "upstream_inference_output_cost": 0.000006,
+        },
+    }
+
+
+def _response_object(status: str, text: str | None) -> dict[str, Any]:
+    """The `response` object (§11.2); `text` None = no output yet (stream preamble)."""
+    output: list[dict[str, Any]] = []
+    if text is not None:
+        output = [_message_item(text, "completed")]
+    return {
+        "object": "response",
+        "id": "__GENID__",
+        "created_at": _CREATED,
+        "model": _MODEL_MARK,
+        "status": status,
+        "error": None,
+        "output_text": "",
+        "incomplete_details": None,
+        "output": output,
+        "usage": _responses_usage() if text is not None else None,
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "store": False,
+        "service_tier": "auto",
+        "previous_response_id": None,
+    }
+
+
+def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    return {"role": "assistant", "type": "message", "status": status, "id": _MSG_ID,
+            "content": content}  # fmt: skip
+
+
+def _event(kind: str, seq: int | None, **fields: Any) -> bytes:
+    """One data-only Responses event (§11.3: no `event:` line); seq None = `__SEQ__` mark."""
+    data = orjson.dumps({"type": kind, **fields, "sequence_number": 0})
+    if seq is None:
+        data = data.replace(b'"sequence_number":0', b'"sequence_number":' + _SEQ_MARK)
+    else:
+        data = data.replace(b'"sequence_number":0', b'"sequence_number":%d' % seq)
+    return b"data: " + data + b"\n\n"
+
+
+_AT = {"item_id": _MSG_ID, "output_index": 0, "content_index": 0}
+_RESP_HEAD = (
+    b": OPENROUTER PROCESSING\n\n"
+    + _event("response.created", 0, response=_response_object("in_progress", None))
+    + _event("response.in_progress", 1, response=_response_object("in_progress", None))
+    + _event(
+        "response.output_item.added",
+        2,
+        output_index=0,
+        item={**_message_item("", "in_progress"), "content": []},
+    )
+    + _event(
+        "response.content_part.added",
+        3,
+        **_AT,
+        part={"type": "output_text", "annotations": [], "text": ""},
+    )
+)
+_RESP_DELTA = _event("response.output_text.delta", None, logprobs=[], **_AT, delta="tok ")
+
+
+def _responses_tail(n: int) -> bytes:
+    """The events after n deltas (sequence numbers 4 + n on), ending with `[DONE]`."""
+    text = "tok " * n
+    part = {"type": "output_text", "annotations": [], "text": text}
+    seq = 4 + n
+    return (
+        _event("response.output_text.done", seq, **_AT, text=text, logprobs=[])
+        + _event("response.content_part.done", seq + 1, **_AT, part=part)
+        + _event("response.output_item.done", seq + 2, output_index=0, item=_message_item(text))
+        + _event("response.completed", seq + 3, response=_response_object("completed", text))
+        + b"data: [DONE]\n\n"
+    )
+
+
+_RESP_BODY = orjson.dumps(_response_object("completed", "Hello! How can I assist you today?"))
+_resp_templates: dict[str, Templates] = {}
+_resp_tails: dict[tuple[str, int], bytes] = {}
+
+
+def _with_model(template: bytes, model: str) -> bytes:
+    return template.replace(_MODEL_MARK.encode(), orjson.dumps(model)[1:-1])
+
+
+def responses_templates_for(model: str) -> Templates:
+    tpl = _resp_templates.get(model)
+    if tpl is None:
+        tpl = Templates(
+            completion=_with_model(_RESP_BODY, model),
+            role=_with_model(_RESP_HEAD, model),
+            content=_with_model(_RESP_DELTA, model),
+            finish=b"",
+            model=model,
+            responses=True,
+        )
+        if len(_resp_templates) < 4096:
+            _resp_templates[model] = tpl
+    return tpl
+
+
+def responses_tail_for(model: str, n: int) -> bytes:
+    """The closing events after n deltas; their sequence numbers and text depend on n."""
+    key = (model, n)
+    tail = _resp_tails.get(key)
+    if tail is None:
+        tail = _with_model(_responses_tail(n), model)
+        if len(_resp_tails) < 4096:
+            _resp_tails[key] = tail
+    return tail
 
 
 def _error_body(status: int, model: str) -> bytes:
@@ -361,6 +504,8 @@ class FakeConnection(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         if method == b"POST" and path == CHAT_PATH:
             self._chat(keep)
+        elif method == b"POST" and path == RESPONSES_PATH:
+            self._chat(keep, responses=True)
         elif method == b"GET" and path == b"/api/v1/models":
             self._send(_response(200, self.server.catalogue, close=not keep), close=not keep)
         elif method == b"GET" and path == b"/__stats":
@@ -389,10 +534,13 @@ class FakeConnection(asyncio.Protocol):
         if close:
             self.transport.close()
 
-    def _chat(self, keep: bool) -> None:
+    def _chat(self, keep: bool, responses: bool = False) -> None:
         server = self.server
         stats = server.stats
-        stats.chat_requests += 1
+        if responses:
+            stats.responses_requests += 1
+        else:
+            stats.chat_requests += 1
         try:
             request = orjson.loads(b"".join(self.body))
             model = request["model"]
@@ -412,6 +560,8 @@ class FakeConnection(asyncio.Protocol):
             return
         stats.ok_requests += 1
         tpl = templates_for(model)
+        if responses:
+            tpl = responses_templates_for(model)
         if request.get("stream") is not True:
             body = tpl.completion.replace(_ID_MARK, gen_id)
             extra = b"X-Generation-Id: %s\r\n" % gen_id
@@ -429,6 +579,16 @@ class FakeConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         content = _frame(tpl.content.replace(_ID_MARK, gen_id))
+        delta = tpl.content.replace(_ID_MARK, gen_id)
+        sent = 0  # content events so far (Responses: they carry sequence numbers 4, 5, ...)
+
+        def next_content() -> bytes:
+            nonlocal sent
+            sent += 1
+            if tpl.responses:
+                return _frame(delta.replace(_SEQ_MARK, b"%d" % (3 + sent)))
+            return content
+
         head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Generation-Id: %s\r\nTransfer-Encoding: chunked\r\n%s\r\n"
@@ -439,14 +599,14 @@ class FakeConnection(asyncio.Protocol):
             if b.kind == "slow":
                 interval = self.server.config.slow_interval_ms / 1000
                 deadline = time.monotonic() + b.hold_ms / 1000
-                transport.write(content)
+                transport.write(next_content())
                 while not self.closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     await asyncio.sleep(min(interval, left))
                     if left > interval and not self.closed:
-                        transport.write(content)
+                        transport.write(next_content())
             else:
                 delay = b.delay_ms / 1000
                 for _ in range(b.chunks):
@@ -454,11 +614,12 @@ class FakeConnection(asyncio.Protocol):
                         await asyncio.sleep(delay)
                     if self.closed:
                         break
-                    transport.write(content)
+                    transport.write(next_content())
             if self.closed:
                 stats.streams_aborted += 1
                 return
-            transport.write(_frame(tpl.finish.replace(_ID_MARK, gen_id)) + _LAST_FRAME)
+            finish = responses_tail_for(tpl.model, sent) if tpl.responses else tpl.finish
+            transport.write(_frame(finish.replace(_ID_MARK, gen_id)) + _LAST_FRAME)
             stats.streams_completed += 1
             if not keep:
                 transport.close()

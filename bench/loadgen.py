@@ -5,9 +5,12 @@ issued or `duration_s` has passed (whichever is first); requests in flight then 
 bounded by `timeout_s`, and the whole run by `duration_s + timeout_s + 5` s.
 
 Counted as errors: a transport failure or timeout, a status other than 200, a non-stream
-body that is not JSON with `choices`, a stream with an in-band `error` event, and a stream
-that ends without `data: [DONE]`. Time to first token (TTFT) is when the first `data:` event
-whose choice carries non-empty `content` arrives.
+body that is not JSON with `choices` (Responses: `output`), a stream with an in-band error
+event (chat: an `error` object; Responses: `response.failed`, `response.error`, `error`),
+and a stream that ends without `data: [DONE]`. Time to first token (TTFT) is when the first
+`data:` event with content arrives: a choice with non-empty `content` (chat), a
+`response.*.delta` event with a non-empty `delta` (Responses). Each answer's `X-Cache`
+header is counted (`cache`), so a run can check that it measured hits or misses.
 
     python -m bench.loadgen --url http://127.0.0.1:8090/api/v1/chat/completions -c 10 -n 2000
 """
@@ -21,13 +24,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
 import yarl
 
 BodyFactory = Callable[[int], bytes]
+Api = Literal["chat", "responses"]
+# Responses events that end a stream in failure (openrouter-api.md §11.4)
+_RESPONSES_FAILED = frozenset({"response.failed", "response.error", "error"})
 
 
 def chat_body(model: str, *, stream: bool, **extra: Any) -> bytes:
@@ -47,6 +53,21 @@ def chat_body(model: str, *, stream: bool, **extra: Any) -> bytes:
     return orjson.dumps(body)
 
 
+def responses_body(model: str, *, stream: bool, **extra: Any) -> bytes:
+    """The Responses counterpart of `chat_body` (`input`, `max_output_tokens`)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "instructions": "You are a terse assistant.",
+        "input": "Say hello in one short sentence.",
+        "temperature": 0.7,
+        "max_output_tokens": 64,
+    }
+    if stream:
+        body["stream"] = True
+    body.update(extra)
+    return orjson.dumps(body)
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     url: str
@@ -57,6 +78,7 @@ class LoadSpec:
     duration_s: float
     timeout_s: float = 30.0
     headers: Mapping[str, str] = field(default_factory=dict)
+    api: Api = "chat"
 
 
 @dataclass
@@ -67,6 +89,7 @@ class LoadResult:
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)  # successful requests only
     ttft_ms: list[float] = field(default_factory=list)  # successful streams only
+    cache: Counter[str] = field(default_factory=Counter)  # X-Cache of successful answers
 
     @property
     def error_count(self) -> int:
@@ -83,6 +106,7 @@ class LoadResult:
         self.elapsed_s += other.elapsed_s
         self.latencies_ms.extend(other.latencies_ms)
         self.ttft_ms.extend(other.ttft_ms)
+        self.cache.update(other.cache)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -93,6 +117,7 @@ class LoadResult:
             "rps": round(self.rps, 1),
             "latency_ms": {f"p{p}": _round(percentile(self.latencies_ms, p)) for p in (50, 90, 99)},
             "ttft_ms": {f"p{p}": _round(percentile(self.ttft_ms, p)) for p in (50, 90, 99)},
+            "x_cache": dict(self.cache),
         }
 
 
@@ -115,8 +140,9 @@ class _StreamError(Exception):
         self.kind = kind
 
 
-def _has_content(event: bytes) -> bool:
-    """Does this SSE `data:` event carry a choice with non-empty content?"""
+def _has_content(event: bytes, api: Api = "chat") -> bool:
+    """Does this SSE `data:` event carry content (chat: a choice with non-empty content;
+    Responses: a `response.*.delta` with a non-empty `delta`)?"""
     try:
         obj = orjson.loads(event)
     except orjson.JSONDecodeError as exc:
@@ -125,6 +151,11 @@ def _has_content(event: bytes) -> bool:
         raise _StreamError("bad_event_json")
     if obj.get("error"):
         raise _StreamError("stream_error_event")
+    if api == "responses":
+        kind = obj.get("type")
+        if kind in _RESPONSES_FAILED:
+            raise _StreamError("stream_error_event")
+        return isinstance(kind, str) and kind.endswith(".delta") and bool(obj.get("delta"))
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
         if delta.get("content"):
@@ -132,7 +163,14 @@ def _has_content(event: bytes) -> bool:
     return False
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, t0: float) -> float:
+def _error_after_content(window: bytes, api: Api) -> bool:
+    """A failure event in bytes read after the first content (compact JSON, as relayed)."""
+    if api == "responses":  # `"error":null` sits in every response object
+        return b'"error":{' in window or b'"response.failed"' in window
+    return b'"error"' in window
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, t0: float, api: Api = "chat") -> float:
     """Consume an SSE body; return TTFT in ms or raise _StreamError."""
     ttft: float | None = None
     pending = b""
@@ -146,9 +184,9 @@ async def _read_stream(resp: aiohttp.ClientResponse, t0: float) -> float:
                     break
                 event, pending = pending[:end], pending[end + 2 :]
                 if event.startswith(b"data: ") and not event.startswith(b"data: [DONE]"):
-                    if _has_content(event[6:]):
+                    if _has_content(event[6:], api):
                         ttft = (time.perf_counter() - t0) * 1000
-        elif b'"error"' in chunk:
+        elif _error_after_content(tail + chunk, api):
             raise _StreamError("stream_error_event")
         tail = (tail + chunk)[-32:]
     if not tail.rstrip().endswith(b"data: [DONE]"):
@@ -179,8 +217,9 @@ async def run_load(spec: LoadSpec, session: aiohttp.ClientSession | None = None)
                     await resp.read()
                     result.errors[f"status_{resp.status}"] += 1
                     return
+                cache = resp.headers.get("X-Cache", "none")
                 if spec.stream:
-                    ttft = await _read_stream(resp, t0)
+                    ttft = await _read_stream(resp, t0, spec.api)
                     result.ttft_ms.append(ttft)
                 else:
                     data = await resp.read()
@@ -189,8 +228,9 @@ async def run_load(spec: LoadSpec, session: aiohttp.ClientSession | None = None)
                     except orjson.JSONDecodeError:
                         result.errors["bad_json"] += 1
                         return
-                    if not isinstance(obj, dict) or not obj.get("choices"):
-                        result.errors["no_choices"] += 1
+                    answer = "output" if spec.api == "responses" else "choices"
+                    if not isinstance(obj, dict) or not obj.get(answer):
+                        result.errors[f"no_{answer}"] += 1
                         return
         except _StreamError as exc:
             result.errors[exc.kind] += 1
@@ -202,6 +242,7 @@ async def run_load(spec: LoadSpec, session: aiohttp.ClientSession | None = None)
             result.errors[type(exc).__name__] += 1
             return
         result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        result.cache[cache] += 1
         result.ok += 1
 
     async def worker() -> None:
@@ -233,7 +274,9 @@ def new_session(spec: LoadSpec | None = None) -> aiohttp.ClientSession:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="closed-loop chat load generator")
-    parser.add_argument("--url", required=True, help="full chat completions URL")
+    parser.add_argument("--url", required=True, help="full chat completions (or responses) URL")
+    parser.add_argument("--api", choices=["chat", "responses"], default="chat")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
     parser.add_argument("--model", default="bench/ok")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("-c", "--concurrency", type=int, default=10)
@@ -241,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="at most this long (s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request (s)")
     args = parser.parse_args(argv)
-    body = chat_body(args.model, stream=args.stream)
+    make = responses_body if args.api == "responses" else chat_body
+    body = make(args.model, stream=args.stream)
+    headers = dict(h.split(":", 1) for h in args.header)
     spec = LoadSpec(
         url=args.url,
         body=lambda _i: body,
@@ -250,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         max_requests=args.requests,
         duration_s=args.duration,
         timeout_s=args.timeout,
+        headers={k.strip(): v.strip() for k, v in headers.items()},
+        api=args.api,
     )
     try:
         import uvloop

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -49,14 +50,16 @@ from bench.report import Cell, Startup, budget_table, results_table, startup_tab
 from bench.scenarios import (
     ALL_TARGETS,
     LABELS,
+    PROXY_TARGETS,
     Mode,
+    ProxySpec,
     Scenario,
     SetupContext,
     scenarios,
     startup_spawns,
 )
 
-WALL_BUDGET_S: dict[str, float] = {"full": 560.0, "quick": 240.0, "smoke": 50.0}
+WALL_BUDGET_S: dict[str, float] = {"full": 590.0, "quick": 240.0, "smoke": 50.0}
 FLOOR_FACTORIES = {
     "aiohttp": "bench.floors:aiohttp_floor",
     "httpx": "bench.floors:httpx_floor",
@@ -64,10 +67,17 @@ FLOOR_FACTORIES = {
 }
 DIRECT_PATH = "/api/v1/chat/completions"
 PROXY_PATH = "/v1/chat/completions"
+# api -> (path at the fake, path at a floor or the proxy)
+PATHS = {
+    "chat": (DIRECT_PATH, PROXY_PATH),
+    "responses": ("/api/v1/responses", "/v1/responses"),
+}
 UPSTREAM_KEY = "sk-or-v1-bench"
 SETTLE_WINDOW_S = 0.2
 SETTLE_MAX_S = 10.0
-COUNTERS = ("chat_requests", "ok_requests", "failed_requests", "streams_aborted")
+COUNTERS = (
+    "chat_requests", "responses_requests", "ok_requests", "failed_requests", "streams_aborted",
+)  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -84,7 +94,8 @@ class Bench:
         self.started = time.monotonic()
         self.deadline = self.started + WALL_BUDGET_S[mode]
         self.fake: Server | None = None
-        self.servers: dict[str, Server] = {}
+        self.servers: dict[str, Server] = {}  # floors, `proxy` and other ProxySpec names
+        self.headers: dict[str, dict[str, str]] = {}  # per server: from its ProxySpec setup
         self.extra: list[Server] = []  # per-scenario proxies and cold-start spawns
         self.cells: dict[tuple[str, str], Cell] = {}
         self.startups: dict[str, Startup] = {t: Startup(t) for t in targets if t != "direct"}
@@ -129,9 +140,9 @@ class Bench:
     def proxy_argv_prefix() -> list[str]:
         return [sys.executable, "-m", "app"]
 
-    async def _start(self, target: str, server: Server) -> Server:
+    async def _start(self, target: str, server: Server, headers: Mapping[str, str] = {}) -> Server:
         healthz_s = await server.start(self.tmp)
-        first_chat_s = await self._first_chat(target, server)
+        first_chat_s = await self._first_chat(target, server, headers)
         if target in self.startups:
             self.startups[target].healthz_s.append(healthz_s)
             self.startups[target].first_chat_s.append(first_chat_s)
@@ -141,27 +152,46 @@ class Bench:
         )
         return server
 
-    async def _first_chat(self, target: str, server: Server) -> float:
+    async def _first_chat(self, target: str, server: Server, headers: Mapping[str, str]) -> float:
         assert self.session is not None and server.proc is not None
         url = server.base_url + (DIRECT_PATH if target == "direct" else PROXY_PATH)
         body = chat_body("bench/ok", stream=False)
-        headers = {"Content-Type": "application/json"}
-        async with self.session.post(url, data=body, headers=headers) as resp:
+        sent = {"Content-Type": "application/json", **headers}
+        async with self.session.post(url, data=body, headers=sent) as resp:
             await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{target}: first chat answered {resp.status}")
         return time.perf_counter() - server.t0
 
-    def _server_for(self, target: str) -> Server:
+    async def _server_for(self, target: str) -> Server:
         if target == "direct":
             assert self.fake is not None
             return self.fake
-        return self.servers[target]
+        spec = PROXY_TARGETS.get(target)
+        if spec is None:
+            return self.servers[target]
+        if spec.name not in self.servers:
+            await self._start_proxy(spec)
+        return self.servers[spec.name]
+
+    async def _start_proxy(self, spec: ProxySpec) -> None:
+        """A proxy with the spec's settings; its setup hook runs first, on the same database
+        (a key exists before the server starts, as in production)."""
+        server = self._target_server("proxy", dict(spec.env))
+        self.servers[spec.name] = server  # registered first, so `finally` stops it
+        headers: dict[str, str] = {}
+        if spec.setup is not None:
+            ctx = SetupContext(tuple(self.proxy_argv_prefix()), server.env)
+            headers = dict(await spec.setup(ctx))
+        self.headers[spec.name] = headers
+        await self._start(spec.name, server, headers)
 
     async def _settle(self) -> None:
         """Wait (at most SETTLE_MAX_S) until the server CPU is idle: a target may still be
-        working off the previous cell (usage records, a pool draining timed-out streams)."""
-        if self.plan.server is None:
+        working off the previous cell (usage records, a pool draining timed-out streams).
+        Not in --smoke: it checks counts and errors, never timing, and a machine shared with
+        other work would make it wait the full time before every cell."""
+        if self.plan.server is None or self.mode == "smoke":
             return
         waited = 0.0
         while waited < SETTLE_MAX_S:
@@ -199,11 +229,12 @@ class Bench:
         self, sc: Scenario, target: str, server: Server, headers: dict[str, str]
     ) -> None:
         assert self.session is not None and self.fake is not None
-        cell = self.cells.setdefault((sc.name, target), Cell(sc.name, target))
+        counter = f"{sc.api}_requests"
+        cell = self.cells.setdefault((sc.name, target), Cell(sc.name, target, counter=counter))
         if server.proc is None or server.proc.poll() is not None:
             cell.problems.append("server not running")
             return
-        path = DIRECT_PATH if target == "direct" else PROXY_PATH
+        path = PATHS[sc.api][0 if target == "direct" else 1]
         spec = LoadSpec(
             url=server.base_url + path,
             body=lambda i: sc.body(target, i),
@@ -213,6 +244,7 @@ class Bench:
             duration_s=sc.duration_s,
             timeout_s=sc.timeout_s,
             headers=headers,
+            api=sc.api,
         )
         slow = sc.name.startswith("slow")
         await self._settle()
@@ -247,37 +279,42 @@ class Bench:
         if slow:
             cell.peak_upstream_streams = max(cell.peak_upstream_streams,
                                              after["peak_active_streams"])  # fmt: skip
-        if sc.check == "chat":
-            expected = sent * sc.upstream_calls(target)
-            if delta["chat_requests"] != expected:
+        if sc.check == "calls" and sc.upstream_calls(target) == 0:
+            if cell.upstream[counter] > 1:  # only the request that filled the cache
                 cell.problems.append(
-                    f"upstream saw {delta['chat_requests']} chat requests, expected {expected}"
+                    f"upstream saw {cell.upstream[counter]} {sc.api} requests, expected ≤ 1"
+                )
+        elif sc.check == "calls":
+            expected = sent * sc.upstream_calls(target)
+            if delta[counter] != expected:
+                cell.problems.append(
+                    f"upstream saw {delta[counter]} {sc.api} requests, expected {expected}"
                 )
         elif sc.check == "ok":
             if delta["ok_requests"] != sent:
                 cell.problems.append(
                     f"upstream served {delta['ok_requests']} requests, expected {sent}"
                 )
+        want = sc.expect_cache.get(target)
+        if want is not None and set(result.cache) - {want}:
+            cell.problems.append(f"X-Cache {dict(result.cache)}, expected all {want}")
         if server.proc is not None and server.proc.poll() is not None:
             cell.problems.append(f"server exited with {server.proc.returncode}")
         errs = f", errors {dict(result.errors)}" if result.errors else ""
-        log(f"  {sc.name:<22} {LABELS.get(target, target):<20} {result.rps:8.0f} req/s"
+        log(f"  {sc.name:<22} {LABELS.get(target, target):<24} {result.rps:8.0f} req/s"
             f"  ok {result.ok}{errs}")  # fmt: skip
 
     async def run_scenario(self, sc: Scenario) -> None:
-        targets: list[str] = [t for t in sc.targets if t in self.targets]
-        servers: dict[str, Server] = {t: self._server_for(t) for t in targets if t != "proxy"}
-        headers: dict[str, str] = {}
-        if "proxy" in targets:
-            proxy = self.servers["proxy"]
-            if sc.proxy_env:
-                proxy = self._target_server("proxy", dict(sc.proxy_env))
-                self.extra.append(proxy)
-                await self._start("proxy-" + sc.name, proxy)
-            servers["proxy"] = proxy
-            if sc.setup is not None:
-                ctx = SetupContext(tuple(self.proxy_argv_prefix()), proxy.env)
-                headers = dict(await sc.setup(ctx))
+        # the keyed-proxy targets come with `proxy` (--targets names only the base ones)
+        targets: list[str] = [
+            t for t in sc.targets
+            if t in self.targets or (t in PROXY_TARGETS and "proxy" in self.targets)
+        ]  # fmt: skip
+        servers: dict[str, Server] = {t: await self._server_for(t) for t in targets}
+        headers: dict[str, dict[str, str]] = {
+            t: self.headers.get(PROXY_TARGETS[t].name, {}) if t in PROXY_TARGETS else {}
+            for t in targets
+        }
         log(f"{sc.name}: {sc.what}")
         for r in range(sc.rounds):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
@@ -285,9 +322,7 @@ class Bench:
                 if time.monotonic() > self.deadline:
                     self.problems.append(f"{sc.name}/{target}: skipped, wall-time budget spent")
                     return
-                await self.measure(sc, target, servers[target], headers)
-        if sc.proxy_env and "proxy" in servers:
-            servers["proxy"].stop()
+                await self.measure(sc, target, servers[target], headers[target])
 
     async def cold_starts(self, spawns: int) -> None:
         for i in range(spawns):
@@ -323,7 +358,8 @@ class Bench:
                 await self.run_scenario(sc)
             await self.cold_starts(startup_spawns(self.mode))
             for target, server in self.servers.items():
-                self.startups[target].hwm_kib = hwm_kib(server.pid)
+                if target in self.startups:
+                    self.startups[target].hwm_kib = hwm_kib(server.pid)
         finally:
             await self.session.close()
             for server in [*self.servers.values(), *self.extra]:
@@ -359,7 +395,7 @@ class Bench:
             startup_table(self.startups),
         ]
         if "proxy" in self.targets and self.mode != "smoke":
-            parts += ["", "### Budget (DESIGN §9, issue 12)", "",
+            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19)", "",
                       budget_table(self.cells, self.startups, self.proxy_stack)]  # fmt: skip
         return "\n".join(parts)
 

@@ -1,10 +1,14 @@
 """The benchmark scenarios, one `Scenario` per row group of the report.
 
-To add one (e.g. the planned keys + quota + cache run), append a `Scenario` in
-`scenarios()`: give it a body factory, the targets it makes sense for, how many upstream
-calls each request should cause (`upstream`), and, if it needs a differently configured
-proxy, `proxy_env` (the runner then starts a dedicated proxy for it) and a `setup` hook
-(e.g. `create_proxy_key`, whose result goes into the request headers).
+To add one, append a `Scenario` in `scenarios()`: give it a body factory, the targets it
+makes sense for, how many upstream calls each request should cause (`upstream`, `check`)
+and, if it measures cache behaviour, the `X-Cache` every answer must carry (`expect_cache`).
+
+Proxy targets are `ProxySpec`s (`PROXY_TARGETS`): `proxy` is the proxy in open mode with
+default settings; `key`, `key-miss` and `key-hit` are one second proxy process holding a
+client key (created by `setup` before it starts), measured with three kinds of request. A
+proxy with other settings (e.g. metrics off, once there is such a setting) is one more
+`ProxySpec` with its `env` and a target name mapped to it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from bench.loadgen import chat_body
+from bench.loadgen import Api, chat_body, responses_body
 
 Mode = Literal["full", "quick", "smoke"]
-TargetName = Literal["direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy"]
+TargetName = Literal[
+    "direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy", "key", "key-miss", "key-hit"
+]
+# what --targets chooses from; the keyed-proxy targets come with `proxy`
 ALL_TARGETS: tuple[TargetName, ...] = ("direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy")
 LABELS: dict[str, str] = {
     "direct": "direct",
@@ -25,6 +32,9 @@ LABELS: dict[str, str] = {
     "httpx": "floor httpx",
     "httpx-aiohttp": "floor httpx+aiohttp",
     "proxy": "proxy",
+    "key": "proxy + key",
+    "key-miss": "proxy + key, cache miss",
+    "key-hit": "proxy + key, cache hit",
 }
 FLOORS: tuple[TargetName, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
@@ -32,15 +42,28 @@ FLOORS: tuple[TargetName, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 BodyFor = Callable[[str, int], bytes]
 # a hook run once against a started proxy; returns extra request headers
 Setup = Callable[["SetupContext"], Awaitable[Mapping[str, str]]]
-# what the fake must have counted per request sent: "chat" = chat_requests, "ok" =
-# ok_requests (every request finally served once, e.g. after a fallback); None = no check
-Check = Literal["chat", "ok"]
+# what the fake must have counted: "calls" = upstream requests on the scenario's route =
+# requests sent x `upstream` (`upstream` 0 = cache hits: at most one request over the whole
+# cell, the one that filled the cache); "ok" = ok_requests = requests sent (every request
+# finally served once, e.g. after a fallback); None = no check
+Check = Literal["calls", "ok"]
 
 
 @dataclass(frozen=True)
 class SetupContext:
     proxy_argv_prefix: tuple[str, ...]  # e.g. (python, -m, app): add "keys", "create", ...
     env: Mapping[str, str]  # the proxy's environment (same PROXY_DB_PATH)
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """One proxy process: settings beyond the runner's, and a hook run before it starts
+    (with the proxy's environment, so the same database) whose headers every request of
+    its targets carries."""
+
+    name: str  # one process per name, started at first use and kept for the run
+    env: Mapping[str, str] = field(default_factory=dict)
+    setup: Setup | None = None
 
 
 @dataclass(frozen=True)
@@ -57,16 +80,21 @@ class Scenario:
     timeout_s: float = 30.0
     targets: tuple[TargetName, ...] = ALL_TARGETS
     upstream: Mapping[str, int] = field(default_factory=dict)  # calls per request, default 1
-    check: Check | None = "chat"
-    proxy_env: Mapping[str, str] = field(default_factory=dict)
-    setup: Setup | None = None
+    check: Check | None = "calls"
+    api: Api = "chat"  # the route: /v1/chat/completions or /v1/responses
+    expect_cache: Mapping[str, str] = field(default_factory=dict)  # target -> X-Cache value
 
     def upstream_calls(self, target: str) -> int:
         return self.upstream.get(target, 1)
 
 
-def same_body(model: str, *, stream: bool) -> BodyFor:
-    body = chat_body(model, stream=stream)
+def same_body(model: str, *, stream: bool, **extra: Any) -> BodyFor:
+    body = chat_body(model, stream=stream, **extra)
+    return lambda _target, _i: body
+
+
+def same_api_body(api: Api, model: str, *, stream: bool) -> BodyFor:
+    body = (responses_body if api == "responses" else chat_body)(model, stream=stream)
     return lambda _target, _i: body
 
 
@@ -87,6 +115,26 @@ def fallback_body() -> BodyFor:
     return body
 
 
+_serial = itertools.count()  # shared, so no two unique bodies of a run are ever equal
+
+
+def unique_body(temperatures: Mapping[str, float], default: float = 0.7) -> BodyFor:
+    """`bench/ok` non-stream, a different user message for every request of the run, at
+    the target's temperature (0 = eligible for the default `deterministic` cache, so a
+    keyed proxy's cache looks up, misses and stores each one; 0.7 = never cached)."""
+
+    def body(target: str, _i: int) -> bytes:
+        n = next(_serial)
+        messages = [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": f"Say hello in one short sentence. ({n})"},
+        ]
+        temperature = temperatures.get(target, default)
+        return chat_body("bench/ok", stream=False, messages=messages, temperature=temperature)
+
+    return body
+
+
 async def create_proxy_key(ctx: SetupContext, *limits: str) -> Mapping[str, str]:
     """Create a client key with the proxy's CLI (e.g. limits "--rpm", "100000")."""
     import asyncio
@@ -99,6 +147,25 @@ async def create_proxy_key(ctx: SetupContext, *limits: str) -> Mapping[str, str]
     if proc.returncode != 0:
         raise RuntimeError(f"keys create failed: {err.decode(errors='replace').strip()}")
     return {"Authorization": f"Bearer {out.decode().strip()}"}
+
+
+async def bench_key(ctx: SetupContext) -> Mapping[str, str]:
+    """A key with every limit set (so every check runs) and high enough never to refuse;
+    `--paid` because `bench/ok` is priced (a free-only key would get 403)."""
+    return await create_proxy_key(
+        ctx, "--rpm", "10000000", "--rpd", "1000000000", "--tpd", "1000000000000",
+        "--concurrency", "100000", "--paid",
+    )  # fmt: skip
+
+
+OPEN_PROXY = ProxySpec("proxy")
+KEYED_PROXY = ProxySpec("proxy-key", setup=bench_key)
+PROXY_TARGETS: dict[str, ProxySpec] = {
+    "proxy": OPEN_PROXY,
+    "key": KEYED_PROXY,
+    "key-miss": KEYED_PROXY,
+    "key-hit": KEYED_PROXY,
+}
 
 
 def scenarios(mode: Mode) -> list[Scenario]:
@@ -176,11 +243,65 @@ def scenarios(mode: Mode) -> list[Scenario]:
             check="ok",
         )
     )
-    # Planned: keys + quota + cache. Sketch, to be enabled once the proxy has them:
-    # Scenario(name="keys+quota+cache c=10", what="...", stream=False, concurrency=10,
-    #          body=same_body_with(temperature=0) ..., targets=("direct", "proxy"),
-    #          check=None, proxy_env={"PROXY_CACHE": "deterministic"},
-    #          setup=lambda ctx: create_proxy_key(ctx, "--rpm", "1000000"))
+    # Issues 18/19: the team features against open mode, same requests, same run. Shorter
+    # rounds in a full run keep the whole run under 10 minutes.
+    feature_dur = 2.0 if full else dur
+    for c in (1, 10):
+        if smoke and c != 10:
+            continue
+        out.append(
+            Scenario(
+                name=f"feature c={c}",
+                what="open mode (`proxy`) against a client key with limits: quota check and "
+                "usage record per request (`key`), plus a cache miss (`key-miss`: "
+                "temperature 0, every request different)",
+                stream=False,
+                concurrency=c,
+                body=unique_body({"key-miss": 0.0}),
+                duration_s=feature_dur,
+                max_requests=40 if smoke else 1_000_000,
+                rounds=rounds,
+                warmup_s=warm,
+                targets=("proxy", "key", "key-miss"),  # direct: see non-stream c=1/10
+                expect_cache={"proxy": "BYPASS", "key": "BYPASS", "key-miss": "MISS"},
+            )
+        )
+    out.append(
+        Scenario(
+            name="cache hit c=10",
+            what="the same temperature-0 request repeated: after the first, answered from "
+            "the keyed proxy's cache with no upstream call",
+            stream=False,
+            concurrency=10,
+            body=same_body("bench/ok", stream=False, temperature=0),
+            duration_s=feature_dur,
+            max_requests=40 if smoke else 1_000_000,
+            rounds=rounds,
+            warmup_s=max(warm, 0.1),  # the first (missing) request falls in the warm-up
+            targets=("direct", "key-hit"),
+            upstream={"key-hit": 0},
+            expect_cache={"key-hit": "HIT"},
+        )
+    )
+    # Issue 17: the Responses relay, against chat's `stream c=50` (rounds of `feature_dur`:
+    # the run's 10 minutes).
+    c = 10 if smoke else 50
+    out.append(
+        Scenario(
+            name=f"responses stream c={c}",
+            what=f"/v1/responses streams of {chunks} deltas {gap_ms} ms apart, {c} "
+            "concurrent clients (compare with `stream c=50`)",
+            stream=True,
+            concurrency=c,
+            body=same_api_body("responses", stream_model, stream=True),
+            duration_s=feature_dur,
+            max_requests=20 if smoke else 1_000_000,
+            rounds=rounds,
+            warmup_s=warm,
+            targets=("direct", "proxy"),
+            api="responses",
+        )
+    )
     return out
 
 
