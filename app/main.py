@@ -25,6 +25,7 @@ from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import MemoryCooldowns
+from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.team.budget import MemoryBudget, refresh
 from app.team.gate import Gate
@@ -92,7 +93,7 @@ def create_app(
             following.cancel()
         await services.aclose()
 
-    app = FastAPI(
+    app = ProxyApp(
         title="openrouter-proxy",
         version=__version__,
         lifespan=lifespan,

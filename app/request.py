@@ -7,6 +7,7 @@ stages read only that (STYLE §5).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,7 +87,12 @@ class ParsedRequest:
     model: str  # as requested (an alias such as `free` included), or the default
     models: tuple[str, ...]  # the client's own fallbacks, in order
     stream: bool
-    needs: Needs
+    measure: Callable[[], Needs]  # scans the body: only `free` and count_tokens need it
+
+    @property
+    def needs(self) -> Needs:
+        """What a model must support to answer this request (measured on demand)."""
+        return self.measure()
 
     def body_for(self, model: str) -> bytes:
         """The body sent upstream for one attempt: `model` set, walked fields dropped, every

@@ -71,7 +71,9 @@ class ChatDialect(OpenAIErrors):
             model=data.get("model") or default_model,
             models=model_list(data.get("models"), "models"),
             stream=bool(data.get("stream")),
-            needs=needs(data, raw, _image_urls(messages), "max_completion_tokens", "max_tokens"),
+            measure=lambda: needs(
+                data, raw, _image_urls(messages), "max_completion_tokens", "max_tokens"
+            ),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class CompletionsDialect(OpenAIErrors):
             model=data.get("model") or default_model,
             models=model_list(data.get("models"), "models"),
             stream=bool(data.get("stream")),
-            needs=needs(data, raw, (), "max_tokens"),
+            measure=lambda: needs(data, raw, (), "max_tokens"),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

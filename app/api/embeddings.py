@@ -65,7 +65,7 @@ class EmbeddingsDialect(OpenAIErrors):
             model=model,
             models=(),
             stream=False,
-            needs=needs(data, raw, ()),
+            measure=lambda: needs(data, raw, ()),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class MessagesDialect:
             model=data.get("model") or default_model,
             models=models,
             stream=bool(data.get("stream")),
-            needs=needs(data, raw, _image_sources(messages), "max_tokens"),
+            measure=lambda: needs(data, raw, _image_sources(messages), "max_tokens"),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
@@ -199,18 +199,19 @@ MESSAGES = MessagesDialect()
 async def count_tokens(request: Request) -> Response:
     """POST /v1/messages/count_tokens, which Claude Code calls: OpenRouter's answer when it
     serves the route, else a local estimate (4 bytes a token), never a 404 (DESIGN §4)."""
-    from app.api.pipeline import read_body, request_id_for
+    from app.api.pipeline import read_body, read_headers, request_id_for
 
     services = services_of(request)
     try:
-        raw = await read_body(request, services.settings.max_body_bytes)
+        headers = read_headers(request)
+        raw = await read_body(request, services.settings.max_body_bytes, headers)
         parsed = MESSAGES.parse(raw, services.settings.default_model)
     except ProxyError as error:
         return MESSAGES.error_response(error)
     if services.settings.upstream_key is not None and not _COUNT_TOKENS.unsupported:
         try:
             status, body = await services.upstream.post(
-                "/messages/count_tokens", raw, request_id_for(request)
+                "/messages/count_tokens", raw, request_id_for(headers)
             )
         except UpstreamError:
             status, body = 0, b""

@@ -9,6 +9,7 @@ decision stays in the stage that owns it (team/, cache/, routing/, upstream/).
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,24 @@ FORWARDED = (
 # shared by the whole team, so a client may ask for it only in open mode or with
 # PROXY_CACHE_SCOPE=global (DESIGN §5).
 OPENROUTER_CACHE = ("x-openrouter-cache", "x-openrouter-cache-ttl", "x-openrouter-cache-clear")
+# Every client header a pipeline step reads, gathered in one pass over the request's
+# headers: Starlette's `headers.get` scans them all on each call.
+_READ = frozenset(
+    name.encode()
+    for name in (
+        *FORWARDED,
+        *OPENROUTER_CACHE,
+        "authorization",
+        "x-api-key",
+        "x-request-id",
+        "cache-control",
+        "content-length",
+    )
+)
+# Request ids: a random prefix per process and a counter, unique across replicas and far
+# cheaper than a fresh random token per request.
+_ID_PREFIX = secrets.token_hex(6)
+_ID_SERIAL = itertools.count(1)
 
 
 def endpoint(dialect: Dialect) -> Endpoint:
@@ -70,8 +89,9 @@ class Flow:
         self.request = request
         self.dialect = dialect
         self.services = services = services_of(request)
+        self.headers = headers = read_headers(request)
         self.trace = Trace(
-            id=request_id_for(request),
+            id=request_id_for(headers),
             route=request.url.path,
             started=time.monotonic(),
             arrived=services.clock(),
@@ -101,15 +121,16 @@ class Flow:
     async def _steps(self) -> Response:
         services, request, trace = self.services, self.request, self.trace
         try:
-            raw = await read_body(request, services.settings.max_body_bytes)
+            raw = await read_body(request, services.settings.max_body_bytes, self.headers)
         except ClientDisconnect:
             raise ClientGone from None  # the upload was cut mid-body
         parsed = self.dialect.parse(raw, services.settings.default_model)
         trace.model, trace.stream = parsed.model, parsed.stream
-        self.cache = services.cache.status(parsed, request.headers.get("cache-control"))
+        headers = self.headers
+        self.cache = services.cache.status(parsed, headers.get("cache-control"))
         trace.cache = self.cache.status
         self.caller = services.gate.authenticate(
-            request.headers.get("authorization"), request.headers.get("x-api-key")
+            headers.get("authorization"), headers.get("x-api-key")
         )
         trace.key = self.caller.name
         # Which models this key may use is settled before its quotas count the request:
@@ -119,7 +140,7 @@ class Flow:
         self.cache = await services.cache.lookup(
             parsed,
             self.caller.name,
-            request.headers.get("cache-control"),
+            headers.get("cache-control"),
             may_serve=partial(services.gate.may_use, self.caller, parsed),
         )
         trace.cache = self.cache.status
@@ -169,7 +190,7 @@ class Flow:
 
     def _forwarded(self) -> dict[str, str]:
         shared_cache = self.caller.key is None or self.services.settings.cache_scope == "global"
-        return forwarded_headers(self.request, openrouter_cache=shared_cache)
+        return forwarded_headers(self.headers, openrouter_cache=shared_cache)
 
     def _hit(self) -> Response:
         use, trace = self.cache, self.trace
@@ -263,7 +284,16 @@ class Flow:
         return self.dialect.error_response(error)
 
 
-def forwarded_headers(request: Request, *, openrouter_cache: bool) -> dict[str, str]:
+def read_headers(request: Request) -> dict[str, str]:
+    """The client headers the pipeline reads, by lower-case name (the first of repeats)."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        if name in _READ:
+            found.setdefault(name.decode(), value.decode("latin-1"))
+    return found
+
+
+def forwarded_headers(headers: dict[str, str], *, openrouter_cache: bool) -> dict[str, str]:
     """The client headers that go up, as the client's bytes (DESIGN §5).
 
     Starlette decodes header bytes as latin-1 and aiohttp encodes values as UTF-8, so a
@@ -273,7 +303,7 @@ def forwarded_headers(request: Request, *, openrouter_cache: bool) -> dict[str, 
     names = FORWARDED + OPENROUTER_CACHE if openrouter_cache else FORWARDED
     forwarded: dict[str, str] = {}
     for name in names:
-        value = request.headers.get(name)
+        value = headers.get(name)
         if value is None:
             continue
         try:
@@ -283,17 +313,17 @@ def forwarded_headers(request: Request, *, openrouter_cache: bool) -> dict[str, 
     return forwarded
 
 
-def request_id_for(request: Request) -> str:
+def request_id_for(headers: dict[str, str]) -> str:
     """The client's X-Request-Id when it is a sane token, else a new one."""
-    given = request.headers.get("x-request-id")
+    given = headers.get("x-request-id")
     if given and len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
         return given
-    return secrets.token_hex(12)
+    return f"{_ID_PREFIX}{next(_ID_SERIAL):012x}"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, headers: dict[str, str]) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     parts: list[bytes] = []

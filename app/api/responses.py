@@ -80,7 +80,7 @@ class ResponsesDialect(OpenAIErrors):
             model=data.get("model") or default_model,
             models=model_list(data.get("models"), "models"),
             stream=bool(data.get("stream")),
-            needs=needs(data, raw, _image_urls(items), "max_output_tokens"),
+            measure=lambda: needs(data, raw, _image_urls(items), "max_output_tokens"),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import sqlite3
 import time
 from collections import deque
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 logger = logging.getLogger("openrouter_proxy.usage")
@@ -47,6 +48,9 @@ class UsageRecord:
 
 
 _NAMES = tuple(f.name for f in fields(UsageRecord))
+# A record as a row: attrgetter builds the tuple in C, where dataclasses.astuple deep-copies
+# every field (a fifth of the server's CPU under load, on the writer thread).
+_ROW = operator.attrgetter(*_NAMES)
 _INSERT = f"INSERT INTO usage ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 
 
@@ -111,7 +115,7 @@ class UsageWriter:
     def _write(self, batch: list[UsageRecord]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(_INSERT, [astuple(r) for r in batch])
+            self._db.executemany(_INSERT, map(_ROW, batch))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
