@@ -24,6 +24,7 @@ E = TypeVar("E", bound=BaseException)
 class Redactor:
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets: tuple[str, ...] = ()
+        self._encoded: tuple[bytes, ...] = ()  # the same, as UTF-8: checked on every block
         for secret in secrets:
             self.add(secret)
 
@@ -33,6 +34,7 @@ class Redactor:
             return
         # Longest first, so a secret containing another is replaced whole.
         self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
+        self._encoded = tuple(s.encode() for s in self._secrets)
 
     def text(self, text: str) -> str:
         if not any(secret in text for secret in self._secrets):
@@ -43,10 +45,9 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """Raw bytes (an SSE event relayed as received): compared as UTF-8."""
-        encoded = [s.encode() for s in self._secrets]
-        if not any(secret in data for secret in encoded):
+        if not any(secret in data for secret in self._encoded):
             return data
-        for secret in encoded:
+        for secret in self._encoded:
             data = data.replace(secret, REDACTED.encode())
         return data
 
