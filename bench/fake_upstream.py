@@ -22,6 +22,8 @@ not arbitrary headers:
 - `bench/stream-20x5`: streams of 20 content chunks 5 ms apart (non-stream: a normal body);
 - `bench/slow-5000`: a stream held open ~5000 ms with one content chunk per
   `--slow-interval-ms` (the first at once, so a proxy commits the response straight away);
+- `bench/wait-20`: a non-stream answer sent 20 ms after the request (an upstream that
+  takes time, as every real one does);
 - `bench/fail-429`: a provider 429 (`openrouter-api.md` §5.3); `bench/fail-NNN` any status.
   Anything may follow the status (`bench/fail-429-r17`), which lets a benchmark use a fresh
   failing model per request so that no proxy cooldown skips it;
@@ -61,7 +63,7 @@ class FakeConfig:
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:
-    kind: str  # "ok" | "slow" | "fail"
+    kind: str  # "ok" | "slow" | "fail" | "wait"
     chunks: int = 0
     delay_ms: float = 0.0
     hold_ms: float = 0.0
@@ -71,6 +73,7 @@ class Behaviour:
 _STREAM_RE = re.compile(r"bench/stream-(\d+)x(\d+(?:\.\d+)?)$")
 _SLOW_RE = re.compile(r"bench/slow-(\d+)$")
 _FAIL_RE = re.compile(r"bench/fail-(\d{3})")
+_WAIT_RE = re.compile(r"bench/wait-(\d+)$")
 
 
 def parse_model(model: str, config: FakeConfig) -> Behaviour:
@@ -81,6 +84,8 @@ def parse_model(model: str, config: FakeConfig) -> Behaviour:
         return Behaviour("slow", hold_ms=float(m[1]))
     if m := _FAIL_RE.match(model):
         return Behaviour("fail", status=int(m[1]))
+    if m := _WAIT_RE.match(model):
+        return Behaviour("wait", hold_ms=float(m[1]))
     return Behaviour("ok", chunks=config.chunks, delay_ms=config.delay_ms)
 
 
@@ -565,7 +570,12 @@ class FakeConnection(asyncio.Protocol):
         if request.get("stream") is not True:
             body = tpl.completion.replace(_ID_MARK, gen_id)
             extra = b"X-Generation-Id: %s\r\n" % gen_id
-            self._send(_response(200, body, extra, close=not keep), close=not keep)
+            answer = _response(200, body, extra, close=not keep)
+            if behaviour.kind == "wait":
+                loop = asyncio.get_running_loop()
+                loop.call_later(behaviour.hold_ms / 1000, self._send, answer, not keep)
+                return
+            self._send(answer, close=not keep)
             return
         self.stream_task = asyncio.get_running_loop().create_task(
             self._stream(behaviour, tpl, gen_id, keep)

@@ -283,6 +283,25 @@ def scenarios(mode: Mode) -> list[Scenario]:
             expect_cache={"key-hit": "HIT"},
         )
     )
+    # The same against an upstream that takes 20 ms to answer, as every real one does (free
+    # models take seconds): what a hit saves when the upstream, not the load generator, is
+    # the bound.
+    out.append(
+        Scenario(
+            name="cache hit, 20 ms upstream c=10",
+            what="as `cache hit c=10`, against an upstream answering after 20 ms",
+            stream=False,
+            concurrency=10,
+            body=same_body("bench/wait-20", stream=False, temperature=0),
+            duration_s=feature_dur,
+            max_requests=40 if smoke else 1_000_000,
+            rounds=rounds,
+            warmup_s=max(warm, 0.1),
+            targets=("direct", "key-hit"),
+            upstream={"key-hit": 0},
+            expect_cache={"key-hit": "HIT"},
+        )
+    )
     # Issue 17: the Responses relay, against chat's `stream c=50` (rounds of `feature_dur`:
     # the run's 10 minutes).
     c = 10 if smoke else 50
