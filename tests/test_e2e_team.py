@@ -40,8 +40,9 @@ from tests.fake_openrouter import (
     provider_502,
 )
 from tests.live_server import LiveServer
+from tests.read_only import needs_mount, run_with_read_only
 from tests.test_e2e_shutdown import free_port, wait_until_up
-from tests.test_team_cli import ROOT, _can_mount_read_only, one_error_line, run_cli
+from tests.test_team_cli import ROOT, one_error_line, run_cli
 
 CHAT = "/v1/chat/completions"
 UPSTREAM_CHAT = "/api/v1/chat/completions"
@@ -458,24 +459,12 @@ def test_after_sigterm_and_a_restart_every_request_has_its_record_and_keys_are_i
 # one: ::test_read_only_file_is_one_line (file modes, non-root) and the `serve` case below.
 
 
-@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -m (root or CAP_SYS_ADMIN)")
+@needs_mount
 def test_serve_on_a_read_only_database_is_one_start_up_line(db: Path):
-    """The folder is bind-mounted read-only in a private mount namespace for this one
-    `serve`, as a Docker volume mounted `:ro` would be, which binds root too."""
+    """`serve` on a database whose folder is mounted read-only (a Docker volume `:ro`)."""
     create_key(db, "alice")
-    folder = db.parent
-    script = (
-        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
-        f"exec {sys.executable} -m app serve --port {free_port()}"
-    )
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PROXY_DB_PATH": str(db)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    argv = [sys.executable, "-m", "app", "serve", "--port", str(free_port())]
+    result = run_with_read_only(db.parent, argv, {"PROXY_DB_PATH": str(db)})
     assert one_error_line(result).startswith(f"openrouter-proxy: database {db} is read-only")
 
 

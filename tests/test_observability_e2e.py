@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 
 from tests.fake_openrouter import FAKE_KEY, QWEN, SCOUT, FakeOpenRouter, HttpError, Reply
 from tests.live_server import LiveServer
+from tests.read_only import needs_mount
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "sk-admin-observability-0123456789"
@@ -205,13 +205,7 @@ def test_json_lines_carry_the_fields_and_no_secret_leaves_anywhere(
             assert leaked not in text, (leaked, text)
 
 
-def _can_mount() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount(), reason="needs unshare -m (root or CAP_SYS_ADMIN)")
+@needs_mount
 def test_readyz_turns_503_naming_the_database_when_its_folder_turns_read_only(
     tmp_path: Path, upstream: str
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from app.team.db import DatabaseError, open_database
 from app.team.usage import UsageRecord, UsageWriter
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
+from tests.read_only import needs_mount, run_with_read_only
 from tests.test_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,32 +201,12 @@ def test_read_only_file_is_one_line(db):
     assert line.startswith(f"openrouter-proxy: database {db} is read-only")
 
 
-def _can_mount_read_only() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -m (root or CAP_SYS_ADMIN)")
+@needs_mount
 def test_read_only_filesystem_is_one_line(db):
-    """A read-only mount, which binds root too (a Docker volume mounted `:ro`): the folder
-    is bind-mounted read-only in a private mount namespace for the one CLI run, so nothing
-    outside that process sees the mount and it vanishes with it."""
+    """A read-only mount, which binds root too (a Docker volume mounted `:ro`)."""
     assert run_cli("keys", "create", "alice", db=db).returncode == 0
-    folder = db.parent
-    script = (
-        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
-        f"exec {sys.executable} -m app keys list"
-    )
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PROXY_DB_PATH": str(db)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    argv = [sys.executable, "-m", "app", "keys", "list"]
+    result = run_with_read_only(db.parent, argv, {"PROXY_DB_PATH": str(db)})
     line = one_error_line(result)
     assert line.startswith(f"openrouter-proxy: database {db} is read-only")
 

@@ -10,7 +10,6 @@ from app.api.chat import finished_choice, relayed_without_usage
 from app.api.dialect import (
     OpenAIErrors,
     check_types,
-    decode_event,
     load_object,
     model_list,
     needs,
@@ -20,7 +19,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
 from app.request import ParsedRequest, Usage
-from app.upstream.sse import DONE_EVENT, Kind
+from app.upstream.sse import DONE_EVENT, Kind, decode
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
 
@@ -64,7 +63,7 @@ class CompletionsDialect(OpenAIErrors):
         return relayed_without_usage(block, include_usage)
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
-        kind, data = decode_event(event)
+        kind, data = decode(event)
         if kind is Kind.OTHER and data is not None and _is_content(data):
             return Kind.CONTENT, data
         return kind, data

@@ -19,7 +19,7 @@ from app.errors import (
 )
 from app.request import Needs, Usage
 from app.upstream.answers import in_band_rejection
-from app.upstream.sse import DONE_EVENT, Kind, event_data, split_events
+from app.upstream.sse import DONE_EVENT, split_events
 
 # field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.
 FieldTable = Mapping[str, tuple[tuple[type, ...], str]]
@@ -140,22 +140,3 @@ class OpenAIErrors:
 
     def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
         return in_band_rejection(data, model)
-
-
-def decode_event(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
-    """The kinds every route shares; `Kind.OTHER` with data means "the dialect decides
-    whether this is content"."""
-    data = event_data(event)
-    if data is None:
-        return Kind.KEEPALIVE, None
-    if data.startswith(b"[DONE]"):
-        return Kind.DONE, None
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return Kind.OTHER, None
-    if not isinstance(chunk, dict):
-        return Kind.OTHER, None
-    if chunk.get("error"):
-        return Kind.ERROR, chunk
-    return Kind.OTHER, chunk

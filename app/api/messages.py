@@ -20,7 +20,6 @@ from app.api.dialect import (
     OBJECT,
     STRING,
     check_types,
-    decode_event,
     load_object,
     model_list,
     needs,
@@ -32,7 +31,7 @@ from app.api.dialect import (
 from app.deps import services_of
 from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamRejected
 from app.request import ParsedRequest, Usage
-from app.upstream.sse import Kind
+from app.upstream.sse import Kind, decode
 
 FIELDS = {
     "model": STRING,
@@ -120,7 +119,7 @@ class MessagesDialect:
         return data
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
-        kind, data = decode_event(event)
+        kind, data = decode(event)
         if kind is Kind.OTHER and data is not None and _is_content(data):
             return Kind.CONTENT, data
         return kind, data

@@ -17,7 +17,6 @@ from app.api.dialect import (
     STRING,
     OpenAIErrors,
     check_types,
-    decode_event,
     load_object,
     model_list,
     needs,
@@ -27,7 +26,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import ParsedRequest, Usage
-from app.upstream.sse import DONE_EVENT, Kind, split_events
+from app.upstream.sse import DONE_EVENT, Kind, decode, split_events
 
 FIELDS = {
     "model": STRING,
@@ -106,7 +105,7 @@ class ResponsesDialect(OpenAIErrors):
         return b"".join(out)
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
-        kind, data = decode_event(event)
+        kind, data = decode(event)
         if kind is not Kind.OTHER or data is None:
             return kind, data
         kind_of = data.get("type")

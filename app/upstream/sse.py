@@ -75,7 +75,9 @@ class Kind(Enum):
     OTHER = "other"  # role-only, usage-only, unparsable
 
 
-def classify(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+def decode(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+    """The kinds every API shares; `Kind.OTHER` with data leaves the question "is this the
+    first content?" to the API's dialect."""
     data = event_data(event)
     if data is None:
         return Kind.KEEPALIVE, None
@@ -89,7 +91,15 @@ def classify(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         return Kind.OTHER, None
     if chunk.get("error"):
         return Kind.ERROR, chunk
-    return (Kind.CONTENT if is_content(chunk) else Kind.OTHER), chunk
+    return Kind.OTHER, chunk
+
+
+def classify(event: bytes) -> tuple[Kind, dict[str, Any] | None]:
+    """An OpenAI chat event: `decode`, with a chunk that carries content as CONTENT."""
+    kind, chunk = decode(event)
+    if chunk is not None and kind is Kind.OTHER and is_content(chunk):
+        return Kind.CONTENT, chunk
+    return kind, chunk
 
 
 def is_content(chunk: dict[str, Any]) -> bool:
