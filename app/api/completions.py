@@ -14,11 +14,11 @@ from app.api.dialect import (
     model_list,
     needs,
     openai_usage,
-    parse_json,
     sse_event,
 )
-from app.errors import InvalidRequest, ProxyError, UpstreamBroken
+from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
+from app.upstream.answers import check_answer
 from app.upstream.sse import DONE_EVENT, Kind, decode
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
@@ -49,15 +49,7 @@ class CompletionsDialect(OpenAIErrors):
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
-        data = parse_json(body, model, "an answer")
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
-        if choices[0].get("finish_reason") == "error":
-            from app.upstream.answers import in_band_rejection
-
-            raise in_band_rejection({"error": choices[0].get("error") or {}}, model)
-        return data
+        return check_answer(body, model)  # chat's rules: `choices`, no error inside
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         return relayed_without_usage(block, include_usage)

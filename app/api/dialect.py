@@ -13,7 +13,6 @@ from starlette.responses import Response
 from app.errors import (
     InvalidRequest,
     ProxyError,
-    UpstreamBroken,
     UpstreamError,
     error_response,
 )
@@ -97,26 +96,6 @@ def openai_usage(data: dict[str, Any], prompt: str, completion: str) -> Usage | 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def parse_json(
-    body: bytes,
-    model: str,
-    what: str,
-    reject: Callable[[dict[str, Any], str], UpstreamError] = in_band_rejection,
-) -> dict[str, Any]:
-    """A 200 body as an object, or the UpstreamError it really is (§7, §10.1)."""
-    if not body:
-        raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamBroken(f"{model}: OpenRouter sent a cut-off or invalid answer") from exc
-    if not isinstance(data, dict):
-        raise UpstreamBroken(f"{model}: OpenRouter sent {what} that is not an object")
-    if data.get("error"):
-        raise reject(data, model)
-    return data
 
 
 def sse_event(payload: dict[str, Any], event: str | None = None) -> bytes:

@@ -15,10 +15,10 @@ from app.api.dialect import (
     load_object,
     needs,
     openai_usage,
-    parse_json,
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
 from app.request import ParsedRequest, Usage
+from app.upstream.answers import parse_answer
 from app.upstream.sse import Kind
 
 FIELDS = {
@@ -69,7 +69,7 @@ class EmbeddingsDialect(OpenAIErrors):
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
-        data = parse_json(body, model, "an answer")
+        data = parse_answer(body, model)
         vectors = data.get("data")
         if not isinstance(vectors, list) or not vectors:
             # OpenRouter answers some inputs with 200 and no vectors (§13).

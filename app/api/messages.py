@@ -24,13 +24,20 @@ from app.api.dialect import (
     model_list,
     needs,
     openai_usage,
-    parse_json,
     sse_event,
     without_events,
 )
+from app.api.pipeline import read_body, read_headers, request_id_for
 from app.deps import services_of
-from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamRejected
+from app.errors import (
+    InvalidRequest,
+    ProxyError,
+    UpstreamBroken,
+    UpstreamError,
+    UpstreamRejected,
+)
 from app.request import ParsedRequest, Usage
+from app.upstream.answers import parse_answer
 from app.upstream.sse import Kind, decode
 
 FIELDS = {
@@ -111,10 +118,8 @@ class MessagesDialect:
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
-        data = parse_json(body, model, "a message", self.rejection)
+        data = parse_answer(body, model, self.rejection)
         if data.get("type") != "message" or not isinstance(data.get("content"), list):
-            from app.errors import UpstreamBroken
-
             raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not a message")
         return data
 
@@ -198,8 +203,6 @@ MESSAGES = MessagesDialect()
 async def count_tokens(request: Request) -> Response:
     """POST /v1/messages/count_tokens, which Claude Code calls: OpenRouter's answer when it
     serves the route, else a local estimate (4 bytes a token), never a 404 (DESIGN §4)."""
-    from app.api.pipeline import read_body, read_headers, request_id_for
-
     services = services_of(request)
     try:
         headers = read_headers(request)

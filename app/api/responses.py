@@ -21,11 +21,11 @@ from app.api.dialect import (
     model_list,
     needs,
     openai_usage,
-    parse_json,
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import ParsedRequest, Usage
+from app.upstream.answers import parse_answer
 from app.upstream.sse import DONE_EVENT, Kind, decode, split_events
 
 FIELDS = {
@@ -83,7 +83,7 @@ class ResponsesDialect(OpenAIErrors):
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
-        data = parse_json(body, model, "a response", self.rejection)
+        data = parse_answer(body, model, self.rejection)
         if data.get("status") == "failed":
             raise _failure(data, model)
         if not isinstance(data.get("output"), list):

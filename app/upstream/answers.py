@@ -4,16 +4,19 @@ HTTP error status or inside a 200 (openrouter-api.md §4, §7), becomes `Upstrea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from app.errors import UpstreamBroken, UpstreamRejected
+from app.errors import UpstreamBroken, UpstreamError, UpstreamRejected
+
+Reject = Callable[[dict[str, Any], str], UpstreamError]
 
 
-def check_answer(body: bytes, model: str) -> dict[str, Any]:
-    """A 200 is a success only with `choices` and no error (openrouter-api.md §7, §10.1);
-    the parsed answer, so nobody parses it twice."""
+def parse_answer(body: bytes, model: str, reject: Reject | None = None) -> dict[str, Any]:
+    """A 200 body as an object, or the UpstreamError it really is: empty, cut off, not an
+    object, or an error carried in-band (openrouter-api.md §7, §10.1)."""
     if not body:
         raise UpstreamBroken(f"{model}: OpenRouter sent an empty answer (only whitespace)")
     try:
@@ -23,7 +26,14 @@ def check_answer(body: bytes, model: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UpstreamBroken(f"{model}: OpenRouter sent an answer that is not an object")
     if data.get("error"):
-        raise in_band_rejection(data, model)
+        raise (reject or in_band_rejection)(data, model)
+    return data
+
+
+def check_answer(body: bytes, model: str) -> dict[str, Any]:
+    """An OpenAI chat or completions 200 is a success only with `choices` and no error;
+    the parsed answer, so nobody parses it twice."""
+    data = parse_answer(body, model)
     choices = data.get("choices")
     if not choices or not isinstance(choices, list):
         raise UpstreamBroken(f"{model}: OpenRouter sent an answer without choices")
