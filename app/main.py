@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, health, models
 from app.api.metrics import router as metrics_router
-from app.api.routes import add_inference_routes
+from app.api.routes import add_inference_routes, inference_lanes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
 from app.cache.store import MemoryCache
@@ -104,6 +104,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     add_inference_routes(app)
+    app.lanes = inference_lanes()
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics_router)

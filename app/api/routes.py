@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.chat import CHAT
 from app.api.completions import COMPLETIONS
 from app.api.embeddings import EMBEDDINGS
 from app.api.messages import MESSAGES, count_tokens
-from app.api.pipeline import endpoint
+from app.api.pipeline import Endpoint, endpoint
 from app.api.responses import RESPONSES
 from app.request import Dialect
 
@@ -19,6 +21,21 @@ INFERENCE: dict[str, Dialect] = {
     "/v1/embeddings": EMBEDDINGS,
     "/v1/completions": COMPLETIONS,
 }
+
+
+def inference_lanes() -> dict[str, ASGIApp]:
+    """The same endpoints as plain ASGI apps, for `ProxyApp`'s short lane."""
+    lanes = {path: _asgi(endpoint(dialect)) for path, dialect in INFERENCE.items()}
+    lanes["/v1/messages/count_tokens"] = _asgi(count_tokens)
+    return lanes
+
+
+def _asgi(handler: Endpoint) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
 
 
 def add_inference_routes(app: Starlette) -> None:

@@ -86,6 +86,8 @@ class MemoryCooldowns:
         return len(self._until) + len(self._failing) + len(self._health)
 
     async def cooling(self, models: Sequence[str], now: float) -> dict[str, float]:
+        if not self._until and self._free_until <= now:
+            return {}  # the common case: nothing rate-limited at all
         result: dict[str, float] = {}
         for model in models:
             until = self._until.get(model, 0.0)
@@ -110,7 +112,8 @@ class MemoryCooldowns:
         return {m for m in models if self._failing.get(m, 0.0) > now}
 
     async def succeeded(self, model: str, latency: float) -> None:
-        self._failing.pop(model, None)
+        if self._failing:
+            self._failing.pop(model, None)
         health = self._health.get(model) or _Health()
         health.failures = 0
         health.latency = (
