@@ -14,9 +14,8 @@ from app.api.dialect import (
     OpenAIErrors,
     check_types,
     load_object,
-    model_list,
-    needs,
     openai_usage,
+    parsed,
     sse_event,
     without_events,
 )
@@ -64,16 +63,14 @@ class ChatDialect(OpenAIErrors):
         messages = data.get("messages")
         _check_messages(messages)
         check_types(data, FIELDS)
-        return ParsedRequest(
-            dialect=self,
-            raw=raw,
-            data=data,
-            model=data.get("model") or default_model,
-            models=model_list(data.get("models"), "models"),
-            stream=bool(data.get("stream")),
-            measure=lambda: needs(
-                data, raw, _image_urls(messages), "max_completion_tokens", "max_tokens"
-            ),
+        return parsed(
+            self,
+            raw,
+            data,
+            default_model,
+            lambda: _image_urls(messages),
+            "max_completion_tokens",
+            "max_tokens",
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from app.api.dialect import (
     OpenAIErrors,
     check_types,
     load_object,
-    model_list,
-    needs,
     openai_usage,
+    parsed,
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError
@@ -38,15 +37,7 @@ class CompletionsDialect(OpenAIErrors):
                 param="prompt",
             )
         check_types(data, FIELDS)
-        return ParsedRequest(
-            dialect=self,
-            raw=raw,
-            data=data,
-            model=data.get("model") or default_model,
-            models=model_list(data.get("models"), "models"),
-            stream=bool(data.get("stream")),
-            measure=lambda: needs(data, raw, (), "max_tokens"),
-        )
+        return parsed(self, raw, data, default_model, tuple, "max_tokens")
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
         return check_answer(body, model)  # chat's rules: `choices`, no error inside

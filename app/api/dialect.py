@@ -16,7 +16,7 @@ from app.errors import (
     UpstreamError,
     error_response,
 )
-from app.request import Needs, Usage
+from app.request import Dialect, Needs, ParsedRequest, Usage
 from app.upstream.answers import in_band_rejection
 from app.upstream.sse import DONE_EVENT, split_events
 
@@ -79,6 +79,28 @@ def needs(data: dict[str, Any], raw: bytes, image_urls: Iterable[str], *outputs:
         images=bool(urls),
         tools=bool(data.get("tools")),
         tokens=text_bytes // 4 + IMAGE_TOKENS * len(urls) + int(requested),
+    )
+
+
+def parsed(
+    dialect: Dialect,
+    raw: bytes,
+    data: dict[str, Any],
+    default_model: str,
+    image_urls: Callable[[], Iterable[str]],
+    *outputs: str,
+    models: tuple[str, ...] | None = None,
+) -> ParsedRequest:
+    """The request as the stages read it, from where every text route keeps `model`,
+    `models` and `stream`; its needs are measured only if a stage asks."""
+    return ParsedRequest(
+        dialect=dialect,
+        raw=raw,
+        data=data,
+        model=data.get("model") or default_model,
+        models=model_list(data.get("models"), "models") if models is None else models,
+        stream=bool(data.get("stream")),
+        measure=lambda: needs(data, raw, image_urls(), *outputs),
     )
 
 

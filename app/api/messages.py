@@ -22,8 +22,8 @@ from app.api.dialect import (
     check_types,
     load_object,
     model_list,
-    needs,
     openai_usage,
+    parsed,
     sse_event,
     without_events,
 )
@@ -107,14 +107,14 @@ class MessagesDialect:
         models = model_list(data.get("fallbacks"), "fallbacks") or model_list(
             data.get("models"), "models"
         )
-        return ParsedRequest(
-            dialect=self,
-            raw=raw,
-            data=data,
-            model=data.get("model") or default_model,
+        return parsed(
+            self,
+            raw,
+            data,
+            default_model,
+            lambda: _image_sources(messages),
+            "max_tokens",
             models=models,
-            stream=bool(data.get("stream")),
-            measure=lambda: needs(data, raw, _image_sources(messages), "max_tokens"),
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:

@@ -18,9 +18,8 @@ from app.api.dialect import (
     OpenAIErrors,
     check_types,
     load_object,
-    model_list,
-    needs,
     openai_usage,
+    parsed,
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
@@ -72,14 +71,8 @@ class ResponsesDialect(OpenAIErrors):
                 "'input' is required: a string or an array of input items.", param="input"
             )
         check_types(data, FIELDS)
-        return ParsedRequest(
-            dialect=self,
-            raw=raw,
-            data=data,
-            model=data.get("model") or default_model,
-            models=model_list(data.get("models"), "models"),
-            stream=bool(data.get("stream")),
-            measure=lambda: needs(data, raw, _image_urls(items), "max_output_tokens"),
+        return parsed(
+            self, raw, data, default_model, lambda: _image_urls(items), "max_output_tokens"
         )
 
     def check_answer(self, body: bytes, model: str) -> dict[str, Any]:
