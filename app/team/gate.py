@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import RateLimited
+from app.errors import RateLimited, UpstreamError
 from app.redaction import Redactor
 from app.request import ParsedRequest
 from app.routing.catalogue import Catalogue, ModelInfo
@@ -84,7 +84,7 @@ class Gate:
         return caller
 
     async def admit(self, caller: Caller, parsed: ParsedRequest) -> Admission:
-        """Quotas, then the request-wide free-only check; both before any upstream call."""
+        """The request-wide free-only check, then the quotas; both before any upstream call."""
         key = caller.key
         now = self._clock()
         if key is not None and not key.paid:
@@ -162,8 +162,6 @@ class Gate:
         ]
 
     async def _models(self) -> dict[str, ModelInfo]:
-        from app.errors import UpstreamError
-
         try:
             return await self._catalogue.models()
         except UpstreamError:
