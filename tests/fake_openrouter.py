@@ -236,13 +236,15 @@ def _default_stream_error() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FinishError200:
-    """Provider failed after starting: partial content then finish_reason "error" (§6, §7)."""
+    """Provider failed after starting: partial content then finish_reason "error" (§6, §7),
+    the error `delay` seconds after the content."""
 
     after_chunks: int = 1
     done: bool = True
     error: dict[str, Any] = field(default_factory=_default_stream_error)
     content: str = DEFAULT_CONTENT
     chunks: int = 3
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -1053,6 +1055,8 @@ class FakeOpenRouter:
                 yield w.text_delta(piece)
             if isinstance(b, Drop):
                 raise _Dropped(w.rec.request_id)
+            if b.delay:
+                await asyncio.sleep(b.delay)
             for part in w.late_error(b.error, "".join(pieces)):
                 yield part
             if b.done:
