@@ -22,6 +22,7 @@ from app.team.budget import BudgetStore
 from app.team.gate import Gate
 from app.team.store import Team
 from app.upstream.client import OpenRouterClient
+from app.upstream.counting import TokenCounter
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Services:
     budget: BudgetStore
     cache: ResponseCache
     metrics: Metrics
+    counter: TokenCounter  # answers count_tokens; remembers whether OpenRouter serves it
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
 
     async def aclose(self) -> None:

@@ -33,6 +33,7 @@ from app.team.quotas import MemoryQuotas
 from app.team.store import Team
 from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
+from app.upstream.counting import TokenCounter
 from app.upstream.transport import Transport
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def create_app(
         budget=budget,
         cache=cache,
         metrics=metrics,
+        counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
     )
 
     @asynccontextmanager

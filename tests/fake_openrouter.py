@@ -43,6 +43,7 @@ TICK = 0.05  # keep-alive period of Stall
 _CHAT_PATH = "/api/v1/chat/completions"
 RESPONSES_PATH = "/api/v1/responses"
 MESSAGES_PATH = "/api/v1/messages"  # no /messages/count_tokens: it 404s like OpenRouter's OAS
+COUNT_TOKENS_PATH = "/api/v1/messages/count_tokens"  # served only with `counted_tokens` set
 EMBEDDINGS_PATH = "/api/v1/embeddings"
 COMPLETIONS_PATH = "/api/v1/completions"
 DEFAULT_CONTENT = "Hello from the fake"
@@ -236,13 +237,15 @@ def _default_stream_error() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FinishError200:
-    """Provider failed after starting: partial content then finish_reason "error" (§6, §7)."""
+    """Provider failed after starting: partial content then finish_reason "error" (§6, §7),
+    the error `delay` seconds after the content."""
 
     after_chunks: int = 1
     done: bool = True
     error: dict[str, Any] = field(default_factory=_default_stream_error)
     content: str = DEFAULT_CONTENT
     chunks: int = 3
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -639,6 +642,7 @@ class FakeOpenRouter:
         self.provider_rpm: dict[str, int] = {}
         self.default_model = "openai/gpt-4o-mini"
         self.report_free_quota = True  # include free_model_daily_requests in /key
+        self.counted_tokens: int | None = None  # count_tokens' answer, were OpenRouter to serve it
         self.key_info: dict[str, Any] = {
             "label": f"{api_key[:12]}...{api_key[-3:]}",
             "limit": None,
@@ -877,7 +881,9 @@ class FakeOpenRouter:
         )
 
     async def _other(self, request: Request) -> Response:
-        await self._record(request)
+        rec = await self._record(request)
+        if rec.path == COUNT_TOKENS_PATH and self.counted_tokens is not None:
+            return JSONResponse({"input_tokens": self.counted_tokens})
         return JSONResponse(_err(404, "Not Found"), status_code=404)
 
     # -- rendering ----------------------------------------------------------------------------
@@ -1053,6 +1059,8 @@ class FakeOpenRouter:
                 yield w.text_delta(piece)
             if isinstance(b, Drop):
                 raise _Dropped(w.rec.request_id)
+            if b.delay:
+                await asyncio.sleep(b.delay)
             for part in w.late_error(b.error, "".join(pieces)):
                 yield part
             if b.done:

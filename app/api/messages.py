@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.dialect import (
@@ -27,8 +26,6 @@ from app.api.dialect import (
     sse_event,
     without_events,
 )
-from app.api.pipeline import read_body, read_headers, request_id_for
-from app.deps import services_of
 from app.errors import (
     InvalidRequest,
     ProxyError,
@@ -198,39 +195,3 @@ def _image_sources(messages: list[Any]) -> list[str]:
 
 
 MESSAGES = MessagesDialect()
-
-
-async def count_tokens(request: Request) -> Response:
-    """POST /v1/messages/count_tokens, which Claude Code calls: OpenRouter's answer when it
-    serves the route, else a local estimate (4 bytes a token), never a 404 (DESIGN §4)."""
-    services = services_of(request)
-    try:
-        headers = read_headers(request)
-        raw = await read_body(request, services.settings.max_body_bytes, headers)
-        parsed = MESSAGES.parse(raw, services.settings.default_model)
-    except ProxyError as error:
-        return MESSAGES.error_response(error)
-    if services.settings.upstream_key is not None and not _COUNT_TOKENS.unsupported:
-        try:
-            status, body = await services.upstream.post(
-                "/messages/count_tokens", raw, request_id_for(headers)
-            )
-        except UpstreamError:
-            status, body = 0, b""
-        if status == 200:
-            return Response(body, media_type="application/json")
-        if status in (404, 405):
-            _COUNT_TOKENS.unsupported = True
-    return Response(
-        orjson.dumps({"input_tokens": max(1, parsed.needs.tokens)}),
-        media_type="application/json",
-    )
-
-
-class _Support:
-    """Whether OpenRouter serves count_tokens; asked once per process."""
-
-    unsupported = False
-
-
-_COUNT_TOKENS = _Support()

@@ -5,6 +5,10 @@
 A route only names its dialect; what differs between APIs lives there, so each step below
 is written once for every route. `Flow` carries one request through the steps, and each
 decision stays in the stage that owns it (team/, cache/, routing/, upstream/).
+
+POST /v1/messages/count_tokens is the same pipeline as far as the gate (parse → auth → the
+key's models), then counts instead of answering: it spends nothing, so it meets no quota,
+cache or attempt and writes no usage record (DESIGN §4).
 """
 
 from __future__ import annotations
@@ -73,21 +77,23 @@ _ID_PREFIX = secrets.token_hex(6)
 _ID_SERIAL = itertools.count(1)
 
 
-def endpoint(dialect: Dialect) -> Endpoint:
-    """A Starlette endpoint serving `dialect`'s route through the pipeline."""
-    return partial(serve, dialect=dialect)
+def endpoint(dialect: Dialect, *, counting: bool = False) -> Endpoint:
+    """A Starlette endpoint serving `dialect`'s route through the pipeline; `counting`: the
+    route counts the request's tokens (count_tokens) instead of answering it."""
+    return partial(serve, dialect=dialect, counting=counting)
 
 
-async def serve(request: Request, dialect: Dialect) -> Response:
-    return await Flow(request, dialect).run()
+async def serve(request: Request, dialect: Dialect, counting: bool = False) -> Response:
+    return await Flow(request, dialect, counting).run()
 
 
 class Flow:
     """One request on its way through the pipeline."""
 
-    def __init__(self, request: Request, dialect: Dialect) -> None:
+    def __init__(self, request: Request, dialect: Dialect, counting: bool = False) -> None:
         self.request = request
         self.dialect = dialect
+        self.counting = counting
         self.services = services = services_of(request)
         self.headers = headers = read_headers(request)
         self.trace = Trace(
@@ -96,6 +102,7 @@ class Flow:
             started=time.monotonic(),
             arrived=services.clock(),
             metrics=services.metrics,
+            recorded=not counting,
         )
         REQUEST_ID.set(self.trace.id)
         self.caller: Caller = OPEN
@@ -127,8 +134,9 @@ class Flow:
         parsed = self.dialect.parse(raw, services.settings.default_model)
         trace.model, trace.stream = parsed.model, parsed.stream
         headers = self.headers
-        self.cache = services.cache.status(parsed, headers.get("cache-control"))
-        trace.cache = self.cache.status
+        if not self.counting:  # a count is never cached
+            self.cache = services.cache.status(parsed, headers.get("cache-control"))
+            trace.cache = self.cache.status
         self.caller = services.gate.authenticate(
             headers.get("authorization"), headers.get("x-api-key")
         )
@@ -136,6 +144,8 @@ class Flow:
         # Which models this key may use is settled before its quotas count the request:
         # a refused request counts toward no limit (DESIGN §7).
         candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
+        if self.counting:
+            return await self._count(parsed, candidates)
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
             parsed,
@@ -191,6 +201,18 @@ class Flow:
     def _forwarded(self) -> dict[str, str]:
         shared_cache = self.caller.key is None or self.services.settings.cache_scope == "global"
         return forwarded_headers(self.headers, openrouter_cache=shared_cache)
+
+    async def _count(self, parsed: ParsedRequest, candidates: list[str]) -> Response:
+        """count_tokens, once the gate knows the caller and its models: for the first model
+        it may use, counted by OpenRouter or estimated here. Nothing counts toward a quota."""
+        services, trace = self.services, self.trace
+        model = candidates[0] if candidates else None
+        body, counted_by = await services.counter.count(parsed, model, trace.id)
+        trace.served = counted_by
+        trace.finish(services.team.usage, 200)  # the log line; `recorded` is off
+        headers = await services.gate.quotas.ratelimit_headers(self.caller.key, services.clock())
+        headers.update(self._headers(counted_by, 1 if counted_by else 0))
+        return Response(body, media_type="application/json", headers=headers)
 
     def _hit(self) -> Response:
         use, trace = self.cache, self.trace

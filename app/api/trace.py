@@ -30,6 +30,7 @@ class Trace:
     upstream_ms: float | None = None  # the last (on success: the answering) attempt
     answered_ms: float | None = None  # when the first byte went to the client
     metrics: Metrics | None = None
+    recorded: bool = True  # False: logged, but no usage record (count_tokens, DESIGN §4)
     written: bool = False
 
     def elapsed_ms(self) -> float:
@@ -84,6 +85,8 @@ class Trace:
             error=error,
             ms=int(latency),
         )
+        if not self.recorded:
+            return
         usage.record(
             UsageRecord(
                 time=self.arrived,

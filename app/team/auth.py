@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import InvalidKey
 from app.team.keys import ApiKey, hash_secret, select_keys
@@ -27,6 +27,9 @@ class Caller:
     """The client of one request; `key` is None in open mode (no client key exists)."""
 
     key: ApiKey | None
+    # The presented secret that matched `key`'s stored hash, for the redactor: the only
+    # client-sent text that is known to be a proxy key ("" in open mode).
+    secret: str = field(default="", repr=False, compare=False)
 
     @property
     def name(self) -> str | None:
@@ -93,7 +96,7 @@ class KeyRing:
             if key is None:
                 continue
             if key.revoked is None:
-                return Caller(key=key)
+                return Caller(key=key, secret=token)
             revoked = key
         if revoked is not None:
             raise InvalidKey(

@@ -75,11 +75,14 @@ class Gate:
         )
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
-        """The caller, or InvalidKey (401). A key seen in plain text joins the redactor."""
+        """The caller, or InvalidKey (401). The secret that authenticated joins the
+        redactor; nothing else a client sends does (DESIGN §5)."""
         caller = self.team.keyring.authenticate(authorization, x_api_key)
         if caller.key is not None:
-            for token in (authorization or "").partition(" ")[2].strip(), (x_api_key or ""):
-                self._redactor.add(token.strip())
+            # Only a secret that matched a stored key: the other header, or any bearer in
+            # open mode, is whatever text a client likes, and redacting it would let one
+            # client rewrite every stream. So the set holds at most one secret per key.
+            self._redactor.add(caller.secret)
             self._last_used[caller.key.name] = self._clock()
         return caller
 
