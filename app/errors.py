@@ -223,7 +223,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(InvalidRequest(str(first.get("msg", "invalid request")), param=param))
+        message = str(first.get("msg", "invalid request"))
+        # The field in the message too, as OpenAI's own 400s name it ("rpm: Input should …").
+        return error_response(
+            InvalidRequest(f"{param}: {message}" if param else message, param=param)
+        )
 
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, http_error)

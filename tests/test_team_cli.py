@@ -90,6 +90,12 @@ def test_revoke_and_the_errors_of_key_commands(db, monkeypatch, capsys):
     assert key["revoked"] is not None and key["paid"] is True
     assert "no key named 'bob'" in one_error_line(run_cli("keys", "revoke", "bob", db=db))
     assert "invalid key name" in one_error_line(run_cli("keys", "create", "a b", db=db))
+    # Larger than SQLite's INTEGER: one line, not an OverflowError's traceback.
+    too_large = one_error_line(run_cli("keys", "create", "c", "--rpm", str(2**70), db=db))
+    assert (
+        too_large == f"openrouter-proxy: rpm must be a whole number from 1 to {2**63 - 1} "
+        "(leave it out for no limit)"
+    )
 
 
 def test_usage_table_and_json(db, monkeypatch, capsys):
