@@ -14,6 +14,7 @@
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
     ├── HeadersTooLarge             431 invalid_request_error   request head over the cap
     ├── ProxyOutOfResources         503 server_error            local EMFILE / ENOMEM
+    ├── DatabaseUnavailable         503 server_error            keys database locked or gone
     ├── ServerStopping              503 server_error            SIGTERM ended an open stream
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
@@ -301,3 +302,15 @@ class ProxyOutOfResources(ProxyError):
     status_code = 503
     type = "server_error"
     code = "proxy_out_of_resources"
+
+
+class DatabaseUnavailable(ProxyError):
+    """The keys and usage database cannot be used now: locked by another process, or
+    deleted or replaced while serving (DESIGN §7). The message names the file."""
+
+    status_code = 503
+    type = "server_error"
+    code = "database_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"retry-after": "1"})

@@ -106,6 +106,11 @@ class KeyStore:
         """For read queries (usage summaries) that run where this store's calls run."""
         return self._db
 
+    def reconnect(self, connection: sqlite3.Connection) -> None:
+        """Use this connection (a database back at the path) from now on."""
+        self._db.close()
+        self._db = connection
+
     def create(
         self,
         name: str,
