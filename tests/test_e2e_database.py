@@ -110,6 +110,15 @@ def test_a_database_deleted_while_serving_is_named_and_replaced_by_the_next_one(
     assert process.returncode == 0 and "Traceback" not in errors
     assert f"database {db} was deleted while the server was using it" in errors
     assert f"database {db} is back" in errors
+    # Closing the connections to the deleted file touched nothing of the new one at the path.
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        names = [row[0] for row in connection.execute("SELECT name FROM keys")]
+    finally:
+        connection.close()
+    assert names == ["bob"]
+    assert (records_of(db, "alice"), records_of(db, "bob")) == (3, 1)
 
 
 def test_records_past_the_queue_bound_are_dropped_counted_and_logged(

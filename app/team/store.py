@@ -104,9 +104,10 @@ class Team:
         if self.gone is not None or (problem := self._file.problem()) is None:
             return
         self.gone = (
-            f"{problem}; the keys it last read still authenticate and usage records wait in "
-            f"memory until a database with the schema is at {self.path} again (restore it, "
-            "or `openrouter-proxy keys create NAME` makes a new one)"
+            f"{problem}; requests are authenticated with the keys last read from it and "
+            "usage records wait in memory until a database with the schema is at "
+            f"{self.path} again (restore it, or `openrouter-proxy keys create NAME` makes a "
+            "new one)"
         )
         logger.error("%s", self.gone)
 
