@@ -14,6 +14,7 @@
     ├── UpstreamKeyMissing          503 server_error            no OPENROUTER_API_KEY
     ├── HeadersTooLarge             431 invalid_request_error   request head over the cap
     ├── ProxyOutOfResources         503 server_error            local EMFILE / ENOMEM
+    ├── DatabaseUnavailable         503 server_error            keys database locked or gone
     ├── ServerStopping              503 server_error            SIGTERM ended an open stream
     └── UpstreamError               502 upstream_error          one attempt failed
         ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
@@ -223,7 +224,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(InvalidRequest(str(first.get("msg", "invalid request")), param=param))
+        message = str(first.get("msg", "invalid request"))
+        # The field in the message too, as OpenAI's own 400s name it ("rpm: Input should …").
+        return error_response(
+            InvalidRequest(f"{param}: {message}" if param else message, param=param)
+        )
 
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, http_error)
@@ -297,3 +302,15 @@ class ProxyOutOfResources(ProxyError):
     status_code = 503
     type = "server_error"
     code = "proxy_out_of_resources"
+
+
+class DatabaseUnavailable(ProxyError):
+    """The keys and usage database cannot be used now: locked by another process, or
+    deleted or replaced while serving (DESIGN §7). The message names the file."""
+
+    status_code = 503
+    type = "server_error"
+    code = "database_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"retry-after": "1"})

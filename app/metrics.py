@@ -57,6 +57,7 @@ class _Scraped:
     catalogue_models: int = 0
     cache: tuple[int, int, int, int] = (0, 0, 0, 0)  # entries, bytes, hits, misses
     usage_queue: int = 0
+    usage_dropped: int = 0
 
 
 class Metrics:
@@ -215,6 +216,7 @@ class Metrics:
         coalesced = services.cache.flights.coalesced
         scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
         scraped.usage_queue = services.team.usage.queue_depth
+        scraped.usage_dropped = services.team.usage.dropped
         self._scraped = scraped
         return generate_latest(self.registry)
 
@@ -261,6 +263,13 @@ class _ScrapedCollector(Collector):
         miss_family.add_metric([], misses)
         yield miss_family
         yield _gauge("usage_queue_depth", "Usage records waiting to be written.", s.usage_queue)
+        dropped = CounterMetricFamily(
+            f"{PREFIX}usage_dropped",
+            "Usage records lost: past the queue bound while the database could not be written, "
+            "or still unwritten at shutdown.",
+        )
+        dropped.add_metric([], s.usage_dropped)
+        yield dropped
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

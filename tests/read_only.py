@@ -1,6 +1,7 @@
-"""Running a command with one folder read-only, the way a Docker volume mounted `:ro` is:
-a bind mount made read-only in a private mount namespace (`unshare -m`), which binds root
-too (tests run as root, where file modes stop nothing) and vanishes with the command."""
+"""Running a command with one folder (or file) read-only, the way a Docker volume mounted
+`:ro` is: a bind mount made read-only in a private mount namespace (`unshare -m`), which
+binds root too (tests run as root, where file modes stop nothing) and vanishes with the
+command."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ needs_mount = pytest.mark.skipif(
 
 
 def run_with_read_only(
-    folder: Path, argv: Sequence[str], env: dict[str, str]
+    path: Path, argv: Sequence[str], env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` with `folder` read-only for it alone; everything else as usual."""
+    """Run `argv` with `path` (a folder or a file) read-only for it alone; everything else
+    as usual."""
     script = (
-        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
-        f"exec {shlex.join(argv)}"
+        f"mount --bind {path} {path} && mount -o remount,bind,ro {path} && exec {shlex.join(argv)}"
     )
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", script],

@@ -92,6 +92,43 @@ def test_invalid_key_requests_are_400(admin, body):
     assert answer.json()["error"]["type"] == "invalid_request_error"
 
 
+# Each a 400 naming the field: no loose conversion (true is not 1, "5" is not 5, "yes" is
+# not true) and nothing SQLite cannot store (its INTEGER is 64 bits).
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"name": "x", "rpm": True}, "rpm"),
+        ({"name": "x", "rpm": "5"}, "rpm"),
+        ({"name": "x", "rpd": 2.0}, "rpd"),
+        ({"name": "x", "paid": "yes"}, "paid"),
+        ({"name": "x", "paid": 1}, "paid"),
+        ({"name": "x", "rpm": 1180591620717411303424}, "rpm"),
+        ({"name": "x", "tpd": 2**63}, "tpd"),
+        ({"name": "x", "concurrency": -1}, "concurrency"),
+        ({"name": "x", "models": [1]}, "models"),
+        ({"name": "x", "models": {"a": "b"}}, "models"),
+        ({"name": 5}, "name"),
+    ],
+)
+def test_key_fields_are_strictly_typed_and_bounded(admin, body, param):
+    answer = admin.post("/admin/keys", json=body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["message"].startswith(f"{param}: ")
+    assert admin.get("/admin/keys").json()["data"] == []
+
+
+def test_models_are_a_list_or_a_comma_separated_string_and_limits_reach_int64(admin):
+    """The `models` choices of `keys create --models a,b`; the largest SQLite integer."""
+    largest = 2**63 - 1
+    as_list = admin.post("/admin/keys", json={"name": "a", "models": ["*:free", " b/* "]})
+    as_text = admin.post("/admin/keys", json={"name": "b", "models": "*:free, b/*", "rpm": largest})
+    assert as_list.status_code == as_text.status_code == 201, (as_list.text, as_text.text)
+    assert as_list.json()["models"] == as_text.json()["models"] == ["*:free", "b/*"]
+    assert as_text.json()["limits"]["rpm"] == largest
+
+
 def test_v1_usage_needs_the_key_once_keys_exist_and_refuses_it_once_revoked(admin):
     assert admin.get("/v1/usage", headers={"Authorization": ""}).json()["key"] is None
     secret = admin.post("/admin/keys", json={"name": "alice", "rpd": 10, "tpd": 100}).json()["key"]

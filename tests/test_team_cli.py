@@ -22,7 +22,7 @@ from app.team.db import DatabaseError, open_database
 from app.team.usage import UsageRecord, UsageWriter
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
-from tests.read_only import needs_mount, run_with_read_only
+from tests.read_only import can_mount, needs_mount, run_with_read_only
 from tests.test_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +90,12 @@ def test_revoke_and_the_errors_of_key_commands(db, monkeypatch, capsys):
     assert key["revoked"] is not None and key["paid"] is True
     assert "no key named 'bob'" in one_error_line(run_cli("keys", "revoke", "bob", db=db))
     assert "invalid key name" in one_error_line(run_cli("keys", "create", "a b", db=db))
+    # Larger than SQLite's INTEGER: one line, not an OverflowError's traceback.
+    too_large = one_error_line(run_cli("keys", "create", "c", "--rpm", str(2**70), db=db))
+    assert (
+        too_large == f"openrouter-proxy: rpm must be a whole number from 1 to {2**63 - 1} "
+        "(leave it out for no limit)"
+    )
 
 
 def test_usage_table_and_json(db, monkeypatch, capsys):
@@ -187,17 +193,27 @@ def test_unusable_paths_are_one_line(tmp_path, make, expected, monkeypatch, caps
     assert expected in one_error_line(result)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes files whatever their mode")
+@pytest.mark.skipif(
+    os.geteuid() == 0 and not can_mount(),
+    reason="root needs unshare -m (CAP_SYS_ADMIN) to mount the file read-only",
+)
 def test_read_only_file_is_one_line(db):
-    """A read-only file, for a user other than root (file modes do not bind root)."""
+    """A database file that cannot be written. File modes do not bind root, so as root the
+    file alone is bind-mounted read-only (a Docker volume `-v ./proxy.db:/data/proxy.db:ro`)
+    with its folder writable; as another user, its modes say so."""
     assert run_cli("keys", "create", "alice", db=db).returncode == 0
-    for path in db.parent.glob("proxy.db*"):
-        path.chmod(0o444)
-    db.parent.chmod(0o555)
-    try:
-        line = one_error_line(run_cli("keys", "list", db=db, cwd=ROOT))
-    finally:
-        db.parent.chmod(0o755)
+    if os.geteuid() == 0:
+        argv = [sys.executable, "-m", "app", "keys", "list"]
+        result = run_with_read_only(db, argv, {"PROXY_DB_PATH": str(db)})
+    else:
+        for path in db.parent.glob("proxy.db*"):
+            path.chmod(0o444)
+        db.parent.chmod(0o555)
+        try:
+            result = run_cli("keys", "list", db=db, cwd=ROOT)
+        finally:
+            db.parent.chmod(0o755)
+    line = one_error_line(result)
     assert line.startswith(f"openrouter-proxy: database {db} is read-only")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from app.deps import is_admin, services_of
@@ -17,6 +17,7 @@ from app.errors import InvalidKey
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
 from app.team.gate import Gate
+from app.team.keys import MAX_LIMIT
 from app.team.quotas import usage_fields
 from app.team.store import Team
 from app.team.usage import usage_summary
@@ -37,17 +38,32 @@ async def require_admin(request: Request) -> Team:
 AdminDep = Annotated[Team, Depends(require_admin)]
 
 
-class KeyCreate(BaseModel):
-    """POST /admin/keys body: the same choices as `openrouter-proxy keys create`."""
+def _patterns(value: object) -> object:
+    """`models` as `keys create --models` takes it (one comma-separated string), or a list."""
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise ValueError('give a list of model patterns or one string such as "*:free,openai/*"')
 
-    model_config = ConfigDict(extra="forbid")
+
+# A limit is a JSON integer from 1 to the largest SQLite stores (DESIGN §4: 400 naming the
+# field otherwise); strict, so `true` is not 1 and "5" is not 5.
+Limit = Annotated[int | None, Field(ge=1, le=MAX_LIMIT)]
+
+
+class KeyCreate(BaseModel):
+    """POST /admin/keys body: the same choices as `openrouter-proxy keys create`, with
+    strict JSON types (no bool for an integer, no string for a bool)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
-    rpm: int | None = Field(None, ge=1)
-    rpd: int | None = Field(None, ge=1)
-    tpd: int | None = Field(None, ge=1)
-    concurrency: int | None = Field(None, ge=1)
-    models: list[str] = Field(default_factory=list)
+    rpm: Limit = None
+    rpd: Limit = None
+    tpd: Limit = None
+    concurrency: Limit = None
+    models: Annotated[list[str], BeforeValidator(_patterns)] = Field(default_factory=list)
     paid: bool = False
 
 

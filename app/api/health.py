@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse
 
 from app.deps import Services, ServicesDep
 from app.errors import UpstreamError
-from app.team.db import write_problem
 
 router = APIRouter(tags=["health"])
 
@@ -67,7 +66,7 @@ async def _catalogue(services: Services) -> Check:
 
 async def _database(services: Services) -> Check:
     team = services.team
-    problem = await team.call(write_problem, team.keys.connection, team.path)
+    problem = await team.problem()
     if problem is None:
         return {"ok": True, "detail": f"database {team.path} is writable"}
     return {"ok": False, "detail": problem}

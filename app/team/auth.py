@@ -43,7 +43,9 @@ class KeyRing:
     """In-memory snapshot {hash: key} of the keys table, refreshed when the file changes.
 
     Open mode lasts only while the table has no row at all: revoking the last key does
-    not reopen the proxy to anyone (that would silently undo the operator's revocation).
+    not reopen the proxy to anyone (that would silently undo the operator's revocation),
+    and neither does a database that vanished and came back empty (DESIGN §7): once the
+    ring has held a key, it stays in key mode.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class KeyRing:
         self._db = connection  # its own connection: data_version ignores its own writes
         self._clock = clock
         self._by_hash: dict[str, ApiKey] = {}
+        self._keyed = False  # a key was read once: never open mode again in this process
         self._version = -1
         self._checked = float("-inf")
         self.refresh()
@@ -59,7 +62,7 @@ class KeyRing:
     @property
     def open_mode(self) -> bool:
         self._maybe_refresh()
-        return not self._by_hash
+        return not self._keyed
 
     def keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, as of the last refresh."""
@@ -72,7 +75,15 @@ class KeyRing:
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
             self._by_hash = dict(select_keys(self._db))
+            self._keyed = self._keyed or bool(self._by_hash)
             self._version = version
+
+    def reconnect(self, connection: sqlite3.Connection) -> None:
+        """Read keys from this connection (a database back at the path) from now on."""
+        self._db.close()
+        self._db = connection
+        self._version = -1
+        self.refresh()
 
     def _maybe_refresh(self) -> None:
         if self._clock() - self._checked >= REFRESH_INTERVAL:
@@ -81,7 +92,7 @@ class KeyRing:
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
         """The caller of a request from its two possible key headers; raise InvalidKey."""
         self._maybe_refresh()
-        if not self._by_hash:
+        if not self._keyed:
             return OPEN
         presented = [t for t in (_bearer(authorization), (x_api_key or "").strip()) if t]
         if not presented:

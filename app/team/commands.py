@@ -8,15 +8,17 @@ works; every failure is one line on stderr (cli.main prints it).
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from app.config import load_settings
-from app.team.db import open_database
+from app.team.db import describe, open_database
 from app.team.keys import KeyStore
 from app.team.usage import usage_summary
 
@@ -86,14 +88,22 @@ def _patterns(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _store(args: argparse.Namespace) -> KeyStore:
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[KeyStore]:
+    """The key store on the configured database, closed after; a SQLite failure on the way
+    (another process locking the file after it opened) is one DatabaseError line too."""
     settings = load_settings(getattr(args, "config", None))
-    return KeyStore(open_database(settings.db_path))
+    store = KeyStore(open_database(settings.db_path))
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        raise describe(settings.db_path, exc) from None
+    finally:
+        store.close()
 
 
 def keys_create(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         secret = store.create(
             args.name,
             rpm=args.rpm,
@@ -103,17 +113,12 @@ def keys_create(args: argparse.Namespace) -> None:
             models=args.models,
             paid=args.paid,
         )
-    finally:
-        store.close()
     print(secret)  # noqa: T201
 
 
 def keys_list(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         keys = store.list()
-    finally:
-        store.close()
     if args.json:
         print(orjson.dumps([key.public() for key in keys]).decode())  # noqa: T201
         return
@@ -134,19 +139,13 @@ def keys_list(args: argparse.Namespace) -> None:
 
 
 def keys_revoke(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         store.revoke(args.name)
-    finally:
-        store.close()
 
 
 def usage_report(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         rows = usage_summary(store.connection, key=args.key, days=args.days)
-    finally:
-        store.close()
     if args.json:
         print(orjson.dumps(rows).decode())  # noqa: T201
         return

@@ -3,13 +3,19 @@
 Every process (the server, `openrouter-proxy keys …`) opens the same file. WAL lets the
 server read keys while a command writes one; `busy_timeout` makes a writer wait for
 another's short transaction instead of failing. A file SQLite cannot use (corrupted,
-read-only, a directory, a missing folder) is one `DatabaseError` line naming the file.
+read-only, a directory, a missing folder, locked by another process) is one
+`DatabaseError` line naming the file.
+
+An open connection keeps using its file after the file is deleted or replaced at its
+path, so `OpenedFile` remembers which file (device, inode) was opened: comparing it with
+what the path names now is how a running server notices (DESIGN §7).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 5_000
@@ -59,12 +65,45 @@ class DatabaseError(Exception):
     """The database cannot be used; the message is one line naming the file and the fix."""
 
 
-def open_database(path: Path | str) -> sqlite3.Connection:
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """Which file `path` names now, or None when nothing is there."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFile:
+    """The file a connection opened at `path`: a stat away from telling whether the path
+    still names it. While the connection is open the inode cannot be reused, so a new file
+    at the path always has another identity."""
+
+    path: Path
+    identity: FileIdentity | None
+
+    def problem(self) -> str | None:
+        """Why the path no longer names the opened file (deleted or replaced), or None."""
+        now = file_identity(self.path)
+        if now == self.identity:
+            return None
+        what = "deleted" if now is None else "replaced by another file"
+        return f"database {self.path} was {what} while the server was using it"
+
+
+def open_database(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database; raise DatabaseError if unusable.
 
-    The connection is in autocommit mode (`isolation_level=None`): callers that write
-    several rows say BEGIN/COMMIT themselves. `check_same_thread=False` lets the usage
-    writer hand its connection to one worker thread at a time.
+    With `create=False` only a database that already has the schema is opened (a running
+    server reopening its path must not make an empty one, nor migrate a file another
+    process is still creating). The connection is in autocommit mode
+    (`isolation_level=None`): callers that write several rows say BEGIN/COMMIT themselves.
+    `check_same_thread=False` lets the usage writer hand its connection to one worker
+    thread at a time.
     """
     path = Path(path)
     if path.is_dir():
@@ -74,14 +113,22 @@ def open_database(path: Path | str) -> sqlite3.Connection:
             f"database {path}: folder {path.parent} does not exist; create it or change "
             "PROXY_DB_PATH"
         )
+    if not create and not path.exists():
+        raise DatabaseError(f"database {path} does not exist")
     try:
         connection = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            path if create else f"{path.absolute().as_uri()}?mode=rw",
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            uri=not create,
         )
     except sqlite3.Error as exc:
-        raise _describe(path, exc) from None
+        raise describe(path, exc) from None
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not create and not int(connection.execute("PRAGMA user_version").fetchone()[0]):
+            raise DatabaseError(f"database {path} has no schema yet")
         connection.execute("PRAGMA journal_mode = WAL")
         # WAL with synchronous=NORMAL: a commit survives a killed process (kill -9); only
         # a power loss may drop the last transactions, which is what usage can afford.
@@ -89,7 +136,7 @@ def open_database(path: Path | str) -> sqlite3.Connection:
         _migrate(connection, path)
     except sqlite3.Error as exc:
         connection.close()
-        raise _describe(path, exc) from None
+        raise describe(path, exc) from None
     except DatabaseError:
         connection.close()
         raise
@@ -119,10 +166,15 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
         raise
 
 
-def _describe(path: Path, exc: sqlite3.Error) -> DatabaseError:
-    """One line for a SQLite failure at open: what is wrong with the file, and the fix."""
+def describe(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """One line for a SQLite failure: what is wrong with the file, and the fix."""
     reason = str(exc)
     name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in reason:
+        return DatabaseError(
+            f"database {path} is locked by another process ({reason}); try again when that "
+            "process has finished"
+        )
     if name == "SQLITE_NOTADB" or "not a database" in reason:
         return DatabaseError(
             f"database {path} is not an SQLite database or is corrupted ({reason}); "
@@ -166,7 +218,7 @@ def write_problem(connection: sqlite3.Connection, path: Path) -> str | None:
                 connection.execute("ROLLBACK")
             raise
     except sqlite3.Error as exc:
-        return str(_describe(path, exc))
+        return str(describe(path, exc))
     if not _writable(path):
         return (
             f"database {path} is read-only (its file or folder cannot be written); the "

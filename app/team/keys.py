@@ -30,6 +30,7 @@ SHOWN_CHARS = 12  # `sk-proxy-` and three random characters: enough to tell keys
 # or control characters that could forge a log line).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 LIMITS = ("rpm", "rpd", "tpd", "concurrency")
+MAX_LIMIT = 2**63 - 1  # SQLite's largest INTEGER; a larger limit could not be stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,11 @@ class KeyStore:
         """For read queries (usage summaries) that run where this store's calls run."""
         return self._db
 
+    def reconnect(self, connection: sqlite3.Connection) -> None:
+        """Use this connection (a database back at the path) from now on."""
+        self._db.close()
+        self._db = connection
+
     def create(
         self,
         name: str,
@@ -124,9 +130,10 @@ class KeyStore:
                 param="name",
             )
         for limit, value in zip(LIMITS, (rpm, rpd, tpd, concurrency), strict=True):
-            if value is not None and (isinstance(value, bool) or value < 1):
+            if value is not None and (isinstance(value, bool) or not 1 <= value <= MAX_LIMIT):
                 raise InvalidRequest(
-                    f"{limit} must be a positive whole number (leave it out for no limit)",
+                    f"{limit} must be a whole number from 1 to {MAX_LIMIT} (leave it out for "
+                    "no limit)",
                     param=limit,
                 )
         patterns = [p.strip() for p in models if p.strip()]

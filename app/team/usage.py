@@ -2,9 +2,11 @@
 
 `UsageWriter.record()` only appends to a deque. A background task writes what has
 accumulated every `FLUSH_INTERVAL` seconds in one transaction on a worker thread, so the
-event loop never waits on the disk. A failed write (disk full, a locked file) logs one line
-and keeps the records for the next try: while the process lives, no acknowledged record is
-dropped. `aclose()` (shutdown, SIGTERM) writes everything left.
+event loop never waits on the disk. A failed write (disk full, a locked file, the file
+deleted or replaced under the server) logs one line and keeps the records for the next
+try, up to `QUEUE_LIMIT` of them: past it a new record is dropped, counted (`dropped`,
+the metric `openrouter_proxy_usage_dropped_total`) and logged, never silently (DESIGN
+§7). `aclose()` (shutdown, SIGTERM) writes everything left, or logs and counts the loss.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from app.team.db import DatabaseError, OpenedFile
+
 logger = logging.getLogger("openrouter_proxy.usage")
 
 FLUSH_INTERVAL = 0.5  # seconds; DESIGN §7: records reach the database within a second
 BATCH = 5_000  # records per transaction, so one flush never holds the write lock for long
+# Records kept while the database cannot be written: a few minutes of heavy traffic, some
+# tens of MB; a longer outage drops (and counts) what comes beyond.
+QUEUE_LIMIT = 100_000
 DAY = 86_400
 
 CacheResult = Literal["hit", "miss", "bypass"]
@@ -55,14 +62,24 @@ _INSERT = f"INSERT INTO usage ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len
 
 
 class UsageWriter:
-    """Queue records in memory; a task started by `start()` writes them in batches."""
+    """Queue records in memory; a task started by `start()` writes them in batches.
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    With `file`, each batch is written only while the path still names the file the
+    connection opened, checked again after the commit: rows that went to a file deleted
+    meanwhile stay queued, for the database `reconnect` gives next.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, *, file: OpenedFile | None = None) -> None:
         self._db = connection
+        self._file = file
+        self._next: tuple[sqlite3.Connection, OpenedFile | None] | None = None
         self._pending: deque[UsageRecord] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._failing = False
+        self._dropping = False
+        self.limit = QUEUE_LIMIT
+        self.dropped = 0  # records lost: the queue was full, or unwritten at shutdown
 
     @property
     def queue_depth(self) -> int:
@@ -70,8 +87,25 @@ class UsageWriter:
         return len(self._pending)
 
     def record(self, record: UsageRecord) -> None:
-        """Accept a record; never blocks and never fails."""
-        self._pending.append(record)
+        """Accept a record; never blocks and never fails. Past `limit` queued records the
+        new one is dropped (not the oldest: a flush may be writing those right now)."""
+        if len(self._pending) < self.limit:
+            self._pending.append(record)
+            return
+        if not self._dropping:  # one line per streak, not one per record
+            self._dropping = True
+            logger.error(
+                "usage: %d records are waiting for the database; dropping new ones (counted "
+                "in openrouter_proxy_usage_dropped_total) until it can be written again",
+                len(self._pending),
+            )
+        self.dropped += 1
+
+    def reconnect(self, connection: sqlite3.Connection, file: OpenedFile | None) -> None:
+        """Write to this connection from the next flush on (the old one is closed then)."""
+        if self._next is not None:
+            self._next[0].close()
+        self._next = (connection, file)
 
     def start(self) -> None:
         """Start the flushing task; call from a running loop (the app's lifespan)."""
@@ -89,12 +123,15 @@ class UsageWriter:
 
     async def flush(self) -> bool:
         """Write up to BATCH queued records; on failure keep them and return False."""
+        if self._next is not None:
+            self._db.close()
+            (self._db, self._file), self._next = self._next, None
         batch = list(itertools.islice(self._pending, BATCH))
         if not batch:
             return True
         try:
-            await asyncio.to_thread(self._write, batch)
-        except sqlite3.Error as exc:
+            await asyncio.to_thread(self._write, self._db, self._file, batch)
+        except (sqlite3.Error, DatabaseError) as exc:
             if not self._failing:  # one line per failing streak, not one per try
                 logger.error(
                     "usage: cannot write %d records (%s); keeping them and retrying",
@@ -106,33 +143,48 @@ class UsageWriter:
         if self._failing:
             logger.warning("usage: writing records again")
             self._failing = False
+        self._dropping = False  # room again: a later drop starts a new streak, logged
         # Only this method removes records, and it never runs twice at once (the task
         # runs it, and aclose() waits for the task first), so the batch is still at the head.
         for _ in batch:
             self._pending.popleft()
         return True
 
-    def _write(self, batch: list[UsageRecord]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    @staticmethod
+    def _write(db: sqlite3.Connection, file: OpenedFile | None, batch: list[UsageRecord]) -> None:
+        """One transaction, on a worker thread; raise if the rows may not be in the file at
+        the database's path (they stay queued)."""
+        if file is not None and (problem := file.problem()) is not None:
+            raise DatabaseError(problem)
+        db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(_INSERT, map(_ROW, batch))
-            self._db.execute("COMMIT")
+            db.executemany(_INSERT, map(_ROW, batch))
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
+        if file is not None and (problem := file.problem()) is not None:
+            raise DatabaseError(f"{problem} (during the write)")
 
     async def aclose(self) -> None:
-        """Stop the task and write every record left (one try; a failure is logged)."""
+        """Stop the task and write every record left (one try; a loss is logged and
+        counted in `dropped`)."""
         if self._task is not None:
             self._closing.set()
             await self._task
             self._task = None
         while self._pending:
             if not await self.flush():
-                logger.error("usage: %d records lost at shutdown", len(self._pending))
+                self.dropped += len(self._pending)
+                logger.error(
+                    "usage: %d records lost at shutdown: the database cannot be written",
+                    len(self._pending),
+                )
                 break
         self._db.close()
+        if self._next is not None:
+            self._next[0].close()
 
 
 def utc_day_start(now: float, days_back: int = 0) -> float:
