@@ -19,8 +19,8 @@ from app.routing.cooldowns import CooldownStore
 from app.server.shutdown import OpenStreams
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
+from app.team.database import Database
 from app.team.gate import Gate
-from app.team.store import Team
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 
@@ -34,7 +34,7 @@ class Services:
     cooldowns: CooldownStore
     router: Router
     attempts: Attempts
-    team: Team
+    team: Database
     gate: Gate
     budget: BudgetStore
     cache: ResponseCache

@@ -28,10 +28,9 @@ from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.team.budget import MemoryBudget, refresh
+from app.team.database import Database, open_team
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas
-from app.team.store import Team
-from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.transport import Transport
@@ -53,9 +52,8 @@ def create_app(
     upstream = OpenRouterClient(settings, _wrap(transport))
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns(clock)
-    team = Team(settings.db_path, clock=clock)
+    team = open_team(settings, clock=clock)
     quotas = MemoryQuotas(clock)
-    _seed_quotas(team, quotas, clock())
     gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
     budget = MemoryBudget(
         settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
@@ -88,7 +86,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        services.team.start()
+        await services.team.start()
+        await _seed_quotas(services.team, quotas, clock())
+        await gate.load_last_used()
         following = _follow_free_allowance(services)
         yield
         if following is not None:
@@ -115,12 +115,12 @@ def create_app(
     return app
 
 
-def _seed_quotas(team: Team, quotas: MemoryQuotas, now: float) -> None:
+async def _seed_quotas(team: Database, quotas: MemoryQuotas, now: float) -> None:
     """Quotas live in memory: today's `rpd`/`tpd` counts start from the usage records, so
     a restart does not reset them (DESIGN §7)."""
     for key in team.keyring.keys():
         if key.revoked is None and (key.rpd is not None or key.tpd is not None):
-            quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)
+            quotas.seed(key.name, *await team.usage_store.today(key.name, now), now)
 
 
 def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:

@@ -19,8 +19,8 @@ from app.routing.catalogue import Catalogue, ModelInfo
 from app.team import free_only
 from app.team.auth import Caller
 from app.team.budget import BudgetStore, allowance_message
+from app.team.database import Database
 from app.team.quotas import QuotaStore
-from app.team.store import Team
 
 # A key counts as active for the fair share when created or used this recently (DESIGN §7).
 ACTIVE_SECONDS = 7 * 86400.0
@@ -52,7 +52,7 @@ class Admission:
 class Gate:
     def __init__(
         self,
-        team: Team,
+        team: Database,
         quotas: QuotaStore,
         budget: BudgetStore,
         catalogue: Catalogue,
@@ -65,14 +65,14 @@ class Gate:
         self._catalogue = catalogue
         self._redactor = redactor
         self._clock = clock
-        # When each key last called: seeded from the usage records, so a restart does not
-        # forget who is active.
-        self._last_used: dict[str, float] = dict(
-            team.keys.connection.execute(
-                "SELECT key, MAX(time) FROM usage WHERE key IS NOT NULL AND time >= ? GROUP BY key",
-                (clock() - ACTIVE_SECONDS,),
-            ).fetchall()
-        )
+        self._last_used: dict[str, float] = {}  # when each key last called
+
+    async def load_last_used(self) -> None:
+        """Who called lately, from the daily totals (at start-up: a restart does not forget
+        who is active; a call seen since then is newer)."""
+        now = self._clock()
+        known = await self.team.usage_store.last_used(now - ACTIVE_SECONDS, now)
+        self._last_used = {**known, **self._last_used}
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
         """The caller, or InvalidKey (401). The secret that authenticated joins the
