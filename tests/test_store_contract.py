@@ -192,8 +192,7 @@ async def test_both_engines_reach_the_same_schema(tmp_path, pg_url):
     sqlite_version = connection.execute("PRAGMA user_version").fetchone()[0]
     names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     sqlite_schema = {
-        table: [r[1] for r in connection.execute(f"PRAGMA table_info({table})")]
-        for table in names
+        table: [r[1] for r in connection.execute(f"PRAGMA table_info({table})")] for table in names
     }
     connection.close()
     with psycopg.connect(pg_url) as pg:
