@@ -10,6 +10,7 @@ server as host:port, never with the URL's password.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -52,6 +53,10 @@ from app.team.usage import UsageRecord, utc_day_start
 CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 POOL_TIMEOUT = 3.0  # seconds a call waits for a pooled connection before a 503
 POOL_SIZE = 4  # the writer, the key poller, retention and an admin call at once
+# Seconds the pool keeps retrying a lost connection in the background (with backoff, 1 s
+# then doubling) before it gives up and lets the next call try afresh: short, so that a
+# server back after a long outage is used within seconds, not after a long backoff.
+RECONNECT_TIMEOUT = 2.0
 MIGRATION_LOCK = 0x6F72_7078  # pg_advisory_xact_lock id: replicas starting at once migrate once
 
 CREATE_META = """CREATE TABLE IF NOT EXISTS proxy_meta (
@@ -157,10 +162,31 @@ def new_pool(target: Target, *, size: int = POOL_SIZE) -> AsyncConnectionPool[An
         max_size=size,
         open=False,
         timeout=POOL_TIMEOUT,
+        reconnect_timeout=RECONNECT_TIMEOUT,
         kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
         check=AsyncConnectionPool.check_connection,
         name="openrouter-proxy",
     )
+
+
+async def probe(target: Target, timeout: float) -> str | None:
+    """Why the server cannot take a write now, or None: a connection of its own, so the
+    answer is the server's state now and libpq's reason (never the pool's backoff)."""
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await AsyncConnection.connect(
+                target.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+            )
+            try:
+                cursor = await connection.execute("SELECT pg_is_in_recovery()")
+                standby = bool((await cursor.fetchone() or (False,))[0])
+            finally:
+                await connection.close()
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except psycopg.Error as exc:
+        return target.reason(exc)
+    return "it is a read-only standby" if standby else None
 
 
 class PostgresDatabase:

@@ -26,6 +26,7 @@ from app.team.postgres import (
     PostgresUsageStore,
     connect,
     new_pool,
+    probe,
     target_of,
 )
 from app.team.retention import Retention
@@ -59,6 +60,9 @@ class PostgresTeam:
     async def start(self) -> None:
         """Connect and migrate (DatabaseError when Postgres cannot be used), read the keys,
         then start the writer, retention and the key poller."""
+        # The pool logs each failed reconnection attempt (several a second, on several
+        # lines); the outage is logged here once when it starts and once when it ends.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         await (await connect(self.target)).close()
         await self._db.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         await self.reload_keys()
@@ -84,11 +88,12 @@ class PostgresTeam:
                 await self.reload_keys()
             except DatabaseUnavailable as error:
                 if self.gone is None:
-                    self.gone = error.message
+                    why = await probe(self.target, READY_TIMEOUT) or error.message
+                    self.gone = f"{self.label} (PROXY_DATABASE_URL) cannot be used: {why}"
                     logger.error(
                         "%s; requests are authenticated with the keys last read and usage "
                         "records wait in memory until it answers",
-                        error.message,
+                        self.gone,
                     )
                 continue
             if self.gone is not None:
@@ -101,19 +106,14 @@ class PostgresTeam:
 
     async def problem(self) -> str | None:
         """Why Postgres cannot take a write now, or None (/readyz)."""
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                rows = await self._db.fetch("SELECT pg_is_in_recovery()")
-        except TimeoutError:
-            return f"{self.label} (PROXY_DATABASE_URL) did not answer within {READY_TIMEOUT} s"
-        except DatabaseUnavailable as error:
-            return (
-                f"{error.message}; requests are authenticated with the keys last read and "
-                f"{self.usage.queue_depth} usage records wait in memory until it answers"
-            )
-        if rows[0][0]:
-            return f"{self.label} (PROXY_DATABASE_URL) is a read-only standby"
-        return None
+        why = await probe(self.target, READY_TIMEOUT)
+        if why is None:
+            return None
+        return (
+            f"{self.label} (PROXY_DATABASE_URL) cannot be used: {why}; requests are "
+            f"authenticated with the keys last read and {self.usage.queue_depth} usage "
+            "records wait in memory until it answers"
+        )
 
     async def aclose(self) -> None:
         """Stop polling and retention, write every pending usage record, close the pool."""
