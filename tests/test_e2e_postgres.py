@@ -34,6 +34,8 @@ def environment(url: str, **extra: str) -> dict[str, str]:
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(ROOT),
         "PROXY_DATABASE_URL": url,
+        # A SQLite file in a folder that does not exist: any use of it would fail.
+        "PROXY_DB_PATH": "/nonexistent-openrouter-proxy-folder/proxy.db",
         **extra,
     }
 
@@ -154,6 +156,7 @@ def test_two_replicas_on_one_postgres_share_keys_and_usage_and_lose_no_record(
     assert counts[("alice", MISTRAL)] == 4
     assert counts[("carol", SCOUT)] == 2
     assert ("dave", SCOUT) not in counts  # /v1/usage counts toward nothing
+    assert records_in(pg_url, "alice") == 12  # in Postgres, record by record
 
 
 def body(model: str) -> dict[str, object]:
