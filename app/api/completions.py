@@ -18,9 +18,17 @@ from app.api.dialect import (
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import check_answer
-from app.upstream.sse import DONE_EVENT, Kind, decode
+from app.upstream.sse import (
+    DONE_EVENT,
+    OPTIONAL_OBJECT,
+    OPTIONAL_TEXT,
+    Kind,
+    decode,
+)
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
+# The fields of a choice that clients read as text.
+_CHOICE_TEXT = ("text", "reasoning", "finish_reason")
 
 
 class CompletionsDialect(OpenAIErrors):
@@ -47,7 +55,11 @@ class CompletionsDialect(OpenAIErrors):
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode(event)
-        if kind is Kind.OTHER and data is not None and _is_content(data):
+        if kind is not Kind.OTHER or data is None:
+            return kind, data
+        if not _well_formed(data):
+            return Kind.MALFORMED, None
+        if _is_content(data):
             return Kind.CONTENT, data
         return kind, data
 
@@ -67,18 +79,26 @@ class CompletionsDialect(OpenAIErrors):
         return sse_event(chunk) + DONE_EVENT
 
 
-def _is_content(data: dict[str, Any]) -> bool:
-    choices = data.get("choices")
-    if not isinstance(choices, list):
+def _well_formed(data: dict[str, Any]) -> bool:
+    """`choices` a list of objects whose `text` and `finish_reason` are strings, `usage` an
+    object: what an OpenAI SDK reads (DESIGN §5)."""
+    choices, usage = data.get("choices"), data.get("usage")
+    if not isinstance(choices, list) or not isinstance(usage, OPTIONAL_OBJECT):
         return False
-    for choice in choices:
-        if isinstance(choice, dict) and (
-            (isinstance(choice.get("text"), str) and choice["text"])
-            or choice.get("reasoning")
-            or choice.get("finish_reason") not in (None, "error")
-        ):
-            return True
-    return False
+    return all(
+        isinstance(choice, dict)
+        and all(isinstance(choice.get(name), OPTIONAL_TEXT) for name in _CHOICE_TEXT)
+        for choice in choices
+    )
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    return any(
+        choice.get("text")
+        or choice.get("reasoning")
+        or choice.get("finish_reason") not in (None, "error")
+        for choice in data["choices"]
+    )
 
 
 COMPLETIONS = CompletionsDialect()
