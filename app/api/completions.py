@@ -24,6 +24,7 @@ from app.upstream.sse import (
     OPTIONAL_TEXT,
     Kind,
     decode,
+    text_size,
 )
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
@@ -68,6 +69,9 @@ class CompletionsDialect(OpenAIErrors):
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "prompt_tokens", "completion_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        return sum(text_size(choice.get("text")) for choice in data["choices"])
 
     def error_event(self, error: ProxyError, model: str) -> bytes:
         chunk = {

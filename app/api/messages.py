@@ -38,7 +38,7 @@ from app.errors import (
 )
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import parse_answer
-from app.upstream.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode
+from app.upstream.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 
 FIELDS = {
     "model": STRING,
@@ -82,7 +82,7 @@ _OBJECT_OF = {
     "content_block_delta": "delta",
     "message_delta": "delta",
 }
-# The fields of a content block delta that carry text.
+# The fields of a content block delta that carry generated text.
 _DELTA_TEXT = ("text", "thinking", "partial_json")
 
 
@@ -147,6 +147,12 @@ class MessagesDialect:
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "input_tokens", "output_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        delta = data.get("delta")
+        if data["type"] != "content_block_delta" or not isinstance(delta, dict):
+            return 0
+        return sum(text_size(delta.get(name)) for name in _DELTA_TEXT)
 
     def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
         error = data.get("error") if isinstance(data.get("error"), dict) else {}

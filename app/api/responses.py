@@ -31,6 +31,7 @@ from app.upstream.sse import (
     Kind,
     decode,
     split_events,
+    text_size,
 )
 
 FIELDS = {
@@ -131,6 +132,9 @@ class ResponsesDialect(OpenAIErrors):
         response = data.get("response")
         source = response if isinstance(response, dict) else data
         return openai_usage(source, "input_tokens", "output_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        return text_size(data.get("delta"))
 
     def error_event(self, error: ProxyError, model: str) -> bytes:
         """`response.failed` for clients that follow the event types (Codex), then an

@@ -19,7 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
-from app.request import Dialect, Usage
+from app.request import Dialect, ParsedRequest, Usage
 from app.server.shutdown import OpenStreams
 from app.upstream.client import OpenedStream, check_event_size, malformed, next_chunk
 from app.upstream.sse import Kind, split_events
@@ -27,7 +27,7 @@ from app.upstream.sse import Kind, split_events
 
 @dataclass(slots=True)
 class StreamOutcome:
-    """What the side-scan saw; read by logging, usage and the cache."""
+    """What the side-scan saw; read by logging, usage, quotas and the cache."""
 
     dialect: Dialect
     done: bool = False
@@ -36,10 +36,11 @@ class StreamOutcome:
     finished: bool = False
     cancelled: bool = False
     malformed: bool = False
+    output: int = 0  # bytes of generated text relayed (DESIGN §7)
 
     def scan(self, block: bytes) -> bytes:
         """`block` up to a malformed event, which ends the stream, or up to `[DONE]`;
-        every event is read on the way, for the end, errors and usage."""
+        every event is read on the way, for the end, errors, usage and the text relayed."""
         kept = 0
         for event in split_events(block):
             kind, data = self.dialect.classify(event)
@@ -56,10 +57,23 @@ class StreamOutcome:
                 error = data.get("error")
                 self.error = error if isinstance(error, dict) else {"message": str(error)}
             else:
+                self.output += self.dialect.output(data)
                 self.finished = self.finished or self.dialect.finished(data)
             if (usage := self.dialect.usage(data)) is not None:
                 self.usage = usage
         return block
+
+    def spent(self, request: ParsedRequest) -> Usage:
+        """The usage OpenRouter reported; for a stream cut before it (the client left, the
+        upstream broke or stalled), what was relayed at 4 bytes a token and the request's
+        own prompt estimate, marked as estimated (DESIGN §7)."""
+        if self.usage is not None:
+            return self.usage
+        return Usage(
+            prompt_tokens=request.needs.prompt_tokens,
+            completion_tokens=-(-self.output // 4),
+            estimated=True,
+        )
 
 
 async def relay(

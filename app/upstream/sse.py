@@ -169,3 +169,10 @@ def is_content(chunk: dict[str, Any]) -> bool:
         if finish is not None and finish != "error":
             return True
     return False
+
+
+def text_size(text: Any) -> int:
+    """Bytes of a text field (UTF-8), 0 for anything else: what a cut stream relayed."""
+    if not isinstance(text, str):
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
