@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 
 import httpx
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import SCOUT, Drop, FakeOpenRouter, Reply
 from tests.test_e2e_team import bearer, create_key
 
 T = TypeVar("T")
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CONTENT = "word " * 200  # 1,000 bytes of text: 250 tokens at 4 bytes a token
 TPD = 1_000  # four such streams (and their prompts) pass it, three do not
 
@@ -66,7 +67,7 @@ def records(db: Path) -> list[dict[str, Any]]:
 def leave_after_the_finish(client: OpenAI) -> None:
     """Read the stream up to `finish_reason: "stop"`, then close it, as a client that has
     its answer and goes: the usage chunk, which comes after, is never read."""
-    stream = client.chat.completions.create(model=SCOUT, messages=HI, stream=True)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model=SCOUT, messages=HI, stream=True)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].finish_reason == "stop":
             break
@@ -77,7 +78,7 @@ def leave_after_the_finish(client: OpenAI) -> None:
 
 def test_streams_cut_before_their_usage_count_toward_tpd_as_estimated(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, tmp_path: Path
-):
+) -> None:
     db = tmp_path / "proxy.db"
     secret = create_key(db, "alice", "--tpd", str(TPD))
     # The usage chunk would come 30 s after the finish: every client has left by then.
@@ -110,7 +111,7 @@ def test_streams_cut_before_their_usage_count_toward_tpd_as_estimated(
 
 def test_a_stream_the_upstream_broke_counts_what_was_relayed(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, tmp_path: Path
-):
+) -> None:
     db = tmp_path / "proxy.db"
     secret = create_key(db, "alice", "--tpd", str(TPD))
     # A whole stream first (its usage is reported), then one cut after 500 bytes of text.

@@ -12,6 +12,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import (
@@ -180,7 +181,7 @@ R_HEL = _event({"type": "response.output_text.delta", **_AT, "delta": "Hel"})
 R_COMPLETED = _event(
     {"type": "response.completed", "response": {**_RESPONSE, "status": "completed"}}
 )
-_MESSAGE = {
+_MESSAGE: dict[str, Any] = {
     "id": "msg_1",
     "type": "message",
     "role": "assistant",
@@ -278,6 +279,7 @@ def test_a_malformed_messages_event_before_content_is_a_broken_attempt(
     assert "malformed" in body["error"]["message"]
 
 
+SDK_HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 FINISH = _event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
 USAGE = _event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
 
@@ -331,7 +333,7 @@ def test_a_malformed_chat_event_after_content_ends_with_one_error_and_done(
         _see_every_log_line(caplog, monkeypatch)
         events = _raw_stream(proxy.url, "/v1/chat/completions", body, "malformed-chat")
         with _openai(proxy) as client:
-            stream = client.chat.completions.create(model=SCOUT, messages=HELLO, stream=True)  # type: ignore[arg-type]
+            stream = client.chat.completions.create(model=SCOUT, messages=SDK_HELLO, stream=True)
             seen: list[str | None] = []
             with pytest.raises(openai.APIError) as raised:
                 seen.extend(chunk.choices[0].delta.content for chunk in stream)
