@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import astuple
 
 import pytest
 
-from app.team.db import open_database
+from app.team.db import MIGRATIONS, open_database
 from app.team.usage import DAY, UsageRecord, UsageWriter, usage_summary, usage_today
 
 NOW = 1_800_000_000.0 - (1_800_000_000 % DAY) + 12 * 3600  # noon UTC
@@ -121,7 +122,7 @@ def test_summary_per_key_and_model_within_the_days_asked(path):
         record(time=NOW - 7 * DAY),  # a week ago
     ]
     connection.executemany(
-        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [astuple(r) for r in rows],
     )
     today = usage_summary(connection, days=1, now=NOW)
@@ -150,9 +151,33 @@ def test_today_counts_what_the_daily_limits_count(path):
         record(key="bob"),
     ]
     connection.executemany(
-        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [astuple(r) for r in rows],
     )
     assert usage_today(connection, "alice", now=NOW) == (2, 15)
     assert usage_today(connection, None, now=NOW) == (0, 0)
     connection.close()
+
+
+@pytest.mark.anyio
+async def test_a_database_of_the_first_schema_gains_the_estimated_mark(path):
+    """DESIGN §7: a stream cut before its usage chunk is recorded as estimated. A file
+    written before that mark existed is migrated; its records were reported, not estimated."""
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.executemany(
+        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [astuple(record())[:-1]],
+    )
+    old.close()
+
+    writer = UsageWriter(open_database(path))
+    writer.record(record(estimated=True))
+    await writer.aclose()
+
+    connection = open_database(path)
+    marks = connection.execute("SELECT estimated FROM usage ORDER BY id").fetchall()
+    connection.close()
+    assert marks == [(0,), (1,)]

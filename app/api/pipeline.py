@@ -247,7 +247,7 @@ class Flow:
         self.streaming = True
 
         async def finished(outcome: StreamOutcome) -> None:
-            trace.usage = outcome.usage
+            trace.usage = outcome.spent(parsed)
             clean = outcome.done and outcome.error is None and not outcome.cancelled
             try:
                 if clean:

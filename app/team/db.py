@@ -57,6 +57,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX usage_time ON usage (time)",
         "CREATE INDEX usage_key_time ON usage (key, time)",
     ),
+    # A stream cut before its usage chunk is counted by what was relayed (DESIGN §7).
+    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -322,6 +322,8 @@ async def _first_content(
                 raise dialect.rejection(data, model)
             if kind is Kind.DONE:
                 raise UpstreamBroken(f"{model}: the stream ended before any content")
+            if kind is Kind.MALFORMED:
+                raise malformed(model)
             if kind is Kind.CONTENT:
                 return b"".join(held) + b"".join(events[i:])
             held.append(event)
@@ -351,6 +353,12 @@ def check_event_size(splitter: EventSplitter, model: str) -> None:
     """An SSE event still incomplete past the cap is a broken attempt, not an OOM."""
     if len(splitter.tail) > MAX_ANSWER_BYTES:
         raise UpstreamBroken(f"{model}: one event from OpenRouter passed {_MIB_CAP} MiB")
+
+
+def malformed(model: str) -> UpstreamBroken:
+    """A stream event no client could read (DESIGN §5): a broken attempt before the first
+    content, the stream's end after it."""
+    return UpstreamBroken(f"{model}: OpenRouter sent a malformed stream event")
 
 
 def _out_of_resources(exc: BaseException) -> ProxyOutOfResources:
