@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from tests.fake_openrouter import (
     bad_request_400,
 )
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 
 CHAT_PATH = "/api/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -495,8 +495,7 @@ def test_when_the_leaders_client_leaves_the_waiters_are_still_answered(
     with start_proxy() as proxy, ThreadPoolExecutor(1) as pool:
         url = f"{proxy.url}/v1/chat/completions"
         impatient = pool.submit(httpx.post, url, json=BODY, timeout=0.5)
-        while not fake.requests_to(CHAT_PATH):  # the impatient one leads the flight
-            time.sleep(0.01)
+        wait_until(lambda: fake.requests_to(CHAT_PATH), message="the impatient one to lead")
         answers = post_many(proxy, 10, BODY)
         with pytest.raises(httpx.TimeoutException):
             impatient.result()

@@ -40,6 +40,7 @@ from tests.fake_openrouter import (
     provider_502,
 )
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 from tests.read_only import needs_mount, run_with_read_only
 from tests.test_e2e_shutdown import free_port, wait_until_up
 from tests.test_team_cli import ROOT, one_error_line, run_cli
@@ -68,6 +69,13 @@ def chat(url: str, secret: str | None = None, **body: Any) -> httpx.Response:
     return httpx.post(f"{url}{CHAT}", json=payload, headers=bearer(secret) if secret else {})
 
 
+def refused(url: str, secret: str | None = None) -> bool:
+    """GET /v1/usage answers 401: the server has seen a first key, or `secret` revoked.
+    It counts toward no quota and reaches no upstream."""
+    headers = bearer(secret) if secret else {}
+    return httpx.get(f"{url}/v1/usage", headers=headers).status_code == 401
+
+
 def upstream_posts(fake: FakeOpenRouter) -> list[str]:
     return [r.path for r in fake.served_requests() if r.method == "POST"]
 
@@ -90,7 +98,7 @@ def test_open_mode_until_the_cli_creates_a_key_then_chat_and_messages_need_it(
         assert chat(proxy.url).status_code == 200  # no key at all
 
         secret = create_key(db, "alice")
-        time.sleep(SEEN_WITHIN)
+        wait_until(lambda: refused(proxy.url), message="the server to see the new key")
 
         missing = chat(proxy.url)
         assert missing.status_code == 401
@@ -204,12 +212,11 @@ def test_revoke_takes_effect_within_a_second_on_a_running_server(
     with start_proxy(db_path=db) as proxy:
         assert chat(proxy.url, secret).status_code == 200  # the ring has just looked
         assert run_cli("keys", "revoke", "alice", db=db).returncode == 0
-        revoked_at = time.monotonic()
-        time.sleep(max(0.0, revoked_at + SEEN_WITHIN - time.monotonic()))
-        # The first request a second after the revocation is refused.
-        refused = chat(proxy.url, secret)
-    assert refused.status_code == 401
-    assert "'alice' was revoked" in refused.json()["error"]["message"]
+        # Refused within the second: the last look starts once it has passed.
+        wait_until(lambda: refused(proxy.url, secret), timeout=SEEN_WITHIN, message="revoked")
+        answer = chat(proxy.url, secret)
+    assert answer.status_code == 401
+    assert "'alice' was revoked" in answer.json()["error"]["message"]
     assert len(fake.chat_requests()) == 1
 
 
@@ -225,7 +232,7 @@ def test_tpd_counts_the_tokens_the_upstream_reports_streams_included(
         assert tokens > 0
         limit = 2 * tokens - 1  # the first answer leaves room, the second spends it
         secret = create_key(db, "alice", "--tpd", str(limit))
-        time.sleep(SEEN_WITHIN)
+        wait_until(lambda: refused(proxy.url), message="the server to see the new key")
 
         first = chat(proxy.url, secret)
         assert first.status_code == 200
@@ -366,14 +373,13 @@ def test_a_greedy_key_cannot_starve_the_others_of_a_budget_of_50(
 
 def wait_for_budget(url: str, secret: str | None, *, remaining: int) -> None:
     """Until the proxy has followed GET /key, which it asks on its own at start-up."""
-    deadline = time.monotonic() + 10
     headers = bearer(secret) if secret else {}
-    while True:
+
+    def followed() -> bool:
         budget = httpx.get(f"{url}/v1/usage", headers=headers).json()["free_budget"]
-        if budget["account_remaining_today"] == remaining:
-            return
-        assert time.monotonic() < deadline, budget
-        time.sleep(0.05)
+        return bool(budget["account_remaining_today"] == remaining)
+
+    wait_until(followed, message=f"account_remaining_today == {remaining}")
 
 
 def test_with_get_key_reporting_3_remaining_the_fourth_free_call_is_refused(

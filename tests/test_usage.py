@@ -3,16 +3,15 @@ process lives, and summarised per key and model."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import time
 from dataclasses import astuple
 
 import pytest
 
 from app.team.db import MIGRATIONS, open_database
 from app.team.usage import DAY, UsageRecord, UsageWriter, usage_summary, usage_today
+from tests.polling import wait_until_async
 
 NOW = 1_800_000_000.0 - (1_800_000_000 % DAY) + 12 * 3600  # noon UTC
 
@@ -61,10 +60,7 @@ async def test_records_are_written_in_the_background_without_a_flush_call(path):
         assert writer.queue_depth == 3
         # The promise is one second (FLUSH_INTERVAL is half of it); the deadline here is
         # generous because the test machine is shared: it checks that it happens at all.
-        deadline = time.monotonic() + 5
-        while count(path) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert count(path) == 3
+        await wait_until_async(lambda: count(path) == 3, timeout=5)
         assert writer.queue_depth == 0
     finally:
         await writer.aclose()
