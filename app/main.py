@@ -65,7 +65,7 @@ def create_app(
     cache = ResponseCache(
         settings,
         MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
-        Flights(wait_timeout=settings.total_timeout),
+        Flights(),
     )
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     services = Services(

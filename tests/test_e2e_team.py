@@ -6,10 +6,10 @@ openai and anthropic SDKs where what a client sees matters, httpx elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,21 +153,42 @@ def test_rpm_2_lets_two_of_three_quick_requests_through(
 def test_fifty_concurrent_requests_against_rpm_10_admit_exactly_10(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, db: Path
 ):
+    """Fired through a barrier: each of the 50 sends all of its request but the body's last
+    byte; once the proxy holds all 50 waiting for their bodies, one callback on its own loop
+    sends the 50 last bytes, so it takes them in together. A check and count that are not
+    one step then admit far more than 10, not one too many."""
     secret = create_key(db, "alice", "--rpm", "10")
-
-    async def burst(url: str) -> list[int]:
-        limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-            body = {"model": SCOUT, "messages": HI}
-            answers = await asyncio.gather(
-                *(client.post(CHAT, json=body, headers=bearer(secret)) for _ in range(50))
-            )
-        return [a.status_code for a in answers]
-
+    body = json.dumps({"model": SCOUT, "messages": HI}).encode()
     with start_proxy(db_path=db) as proxy:
-        statuses = asyncio.run(burst(proxy.url))
-    assert statuses.count(200) == 10 and statuses.count(429) == 40
+        # The catalogue is loaded first, as it is once a proxy runs: its first load lets the
+        # waiting requests on one at a time, which would hide a quota's race.
+        assert httpx.get(f"{proxy.url}/v1/models", headers=bearer(secret)).status_code == 200
+        head = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n"
+            f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        clients = [socket.create_connection(("127.0.0.1", proxy.port), 30) for _ in range(50)]
+        for client in clients:
+            client.sendall(head + body[:-1])
+        deadline = time.monotonic() + 10
+        while len(proxy.server.server_state.tasks) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(proxy.server.server_state.tasks) == 50
+        assert proxy.loop is not None
+        proxy.loop.call_soon_threadsafe(lambda: [c.sendall(body[-1:]) for c in clients])
+        statuses = [int(read_to_end(client).split(b" ", 2)[1]) for client in clients]
+    assert (statuses.count(200), statuses.count(429)) == (10, 40)
     assert len(fake.chat_requests()) == 10
+
+
+def read_to_end(client: socket.socket) -> bytes:
+    """What the server sent until it closed the connection."""
+    with client:
+        parts = []
+        while part := client.recv(65536):
+            parts.append(part)
+    return b"".join(parts)
 
 
 # --- 4. concurrency --------------------------------------------------------------------------

@@ -186,6 +186,14 @@ class Attempts:
             raise _with_attempts(RateLimited(soonest.message, retry_after=wait), tried)
         raise _with_attempts(await self._exhausted(candidates, last), tried)
 
+    def longest(self, candidates: int, attempt_seconds: float) -> float:
+        """The longest a walk over `candidates` models may take: every attempt it may make
+        (a lone failing candidate twice, a rate-limited model up to MAX_TRIES_PER_MODEL
+        times) lasting `attempt_seconds`, the lone candidate's pause and the waits for
+        cooling models. An identical request in flight is followed no longer (DESIGN §12)."""
+        attempts = min(self._max_attempts, MAX_TRIES_PER_MODEL * max(candidates, 1))
+        return attempts * attempt_seconds + RETRY_PAUSE_SECONDS[1] + self._max_wait
+
     async def _record(self, model: str, error: UpstreamError) -> Verdict:
         """What the failure says about the model, written to the cooldown store."""
         now = self._clock()
