@@ -36,6 +36,7 @@ from app.upstream.deadlines import Deadline, DeadlineReader
 from app.upstream.sse import EventSplitter, Kind, split_events
 from app.upstream.transport import (
     AiohttpTransport,
+    CannotConnect,
     Transport,
     UpstreamResponse,
     proxy_for,
@@ -145,9 +146,14 @@ class OpenRouterClient:
         except ConnectionError as exc:
             if exc.errno in _LOCAL_ERRNOS:
                 raise _out_of_resources(exc) from exc
-            raise UpstreamUnreachable(
-                f"cannot reach OpenRouter at {self._base} ({exc}). "
-                "Check OPENROUTER_BASE_URL and the network."
+            if isinstance(exc, CannotConnect):
+                raise UpstreamUnreachable(
+                    f"cannot reach OpenRouter at {self._base} ({exc}). "
+                    "Check OPENROUTER_BASE_URL and the network."
+                ) from exc
+            # Connected, then reset or closed before an answer: this attempt broke (§6).
+            raise UpstreamBroken(
+                f"OpenRouter closed the connection before answering {method} {url} ({exc})"
             ) from exc
 
     async def _send(

@@ -6,18 +6,31 @@ choice"). Tests keep swapping the upstream with any `httpx.AsyncBaseTransport`
 (`MockTransport`, respx, `ASGITransport`) through `app.upstream.httpx_transport.HttpxTransport`.
 
 Both map their library's exceptions to the built-in ones the proxy understands:
-`TimeoutError` (connect timeout), `ConnectionError` (cannot connect, or the connection
-broke while reading).
+`TimeoutError` (connect timeout), `CannotConnect` (the connection was never made: refused,
+DNS, TLS) and any other `ConnectionError` (the connection was made, then reset or closed).
+DESIGN §6 treats them apart: the first means OpenRouter is unreachable, the second is a
+broken attempt of the model.
+
+The aiohttp transport also resends: a request that fails on a reused keep-alive
+connection before any byte of an answer is sent once more on a fresh connection: the
+upstream closed an idle connection just as it was taken from the pool, which says nothing
+about the model (RFC 9112 §9.3.1; aiohttp retries only idempotent methods itself).
 """
 
 from __future__ import annotations
 
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 
 class UpstreamResponse(Protocol):
@@ -31,16 +44,20 @@ class UpstreamResponse(Protocol):
         """Give the connection back, or drop it when the body was not read to its end."""
 
 
-def broken(exc: BaseException) -> ConnectionError:
+class CannotConnect(ConnectionError):
+    """The connection was never made (refused, DNS, TLS): OpenRouter is unreachable."""
+
+
+def broken(exc: BaseException, kind: type[ConnectionError] = ConnectionError) -> ConnectionError:
     """A library's connection failure as the built-in the proxy understands, keeping the
     OS error number of its cause (EMFILE is the proxy's own failure, not upstream's)."""
     text = str(exc) or exc.__class__.__name__
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno:
-            return ConnectionError(cause.errno, text)
+            return kind(cause.errno, text)
         cause = cause.__cause__ or cause.__context__
-    return ConnectionError(text)
+    return kind(text)
 
 
 async def read_all(response: UpstreamResponse) -> bytes:
@@ -77,20 +94,56 @@ def proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+# Whether the connection the current request was given came from the pool: set by the
+# connector for the task that asked, read when that request fails.
+_REUSED: ContextVar[bool] = ContextVar("upstream_connection_reused", default=False)
+# Failures of a connection that was made: the upstream closed or reset it.
+_DROPPED = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.ClientConnectionResetError,
+)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """Remembers the sockets it handed out, to tell a reused connection from a new one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Weak: a closed socket leaves by itself.
+        self.sockets: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        _REUSED.set(False)
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol in self.sockets:
+            _REUSED.set(True)
+        elif protocol is not None:
+            self.sockets.add(protocol)
+        return connection
+
+
 class AiohttpTransport:
-    """One aiohttp session for the process, created in the serving loop on first use."""
+    """One aiohttp session for the process, created in the serving loop on first use, and a
+    second one, opened on first need, whose connections are always new (for the resend)."""
 
     def __init__(self, proxy: str | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._proxy = proxy
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self, *, fresh: bool = False) -> aiohttp.ClientSession:
         # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9).
-        connector = aiohttp.TCPConnector(limit=0)
-        self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-        )
-        return self._session
+        connector = _Connector(limit=0, force_close=fresh)
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        if fresh:
+            self._fresh = session
+        else:
+            self._session = session
+        return session
 
     async def request(
         self,
@@ -100,27 +153,48 @@ class AiohttpTransport:
         body: bytes | None,
         connect_timeout: float,
     ) -> UpstreamResponse:
-        session = self._session or self._open()
+        return _AiohttpResponse(await self._send(method, url, headers, body, connect_timeout))
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        connect_timeout: float,
+    ) -> aiohttp.ClientResponse:
         timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
+        options: dict[str, Any] = {
+            "headers": headers,
+            "data": body,
+            "timeout": timeout,
+            "allow_redirects": False,
+            "proxy": self._proxy,
+        }
         try:
-            response = await session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=timeout,
-                allow_redirects=False,
-                proxy=self._proxy,
-            )
+            try:
+                return await (self._session or self._open()).request(method, url, **options)
+            except _DROPPED as exc:
+                if not _REUSED.get() or _answered(exc):
+                    raise
+            return await (self._fresh or self._open(fresh=True)).request(method, url, **options)
         except TimeoutError as exc:  # aiohttp's connect timeouts are TimeoutErrors
             raise TimeoutError(str(exc) or "connect timeout") from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, a proxy's refusal
+            raise broken(exc, CannotConnect) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise broken(exc) from exc
-        return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+
+
+def _answered(exc: BaseException) -> bool:
+    """Part of a response head had come back: the request was seen, it is not resent.
+    (aiohttp puts the unfinished head, not a text, in a ServerDisconnectedError then.)"""
+    return isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(exc.message, str)
 
 
 class _AiohttpResponse:
