@@ -7,7 +7,8 @@ only exists for the h11 protocol. `serve` therefore runs this subclass, which
 - answers 431 and closes once the request line and headers pass MAX_HEAD_BYTES, before
   buffering more of them;
 - answers 408 and closes a connection whose request head is not complete HEAD_TIMEOUT
-  seconds after it opened or after its previous request began (a slow-loris client).
+  seconds after it opened or after its previous request began (a slow-loris client);
+- counts the open client connections for the open-files budget (`descriptors.py`).
 
 The ASGI middleware (`app/server/browser.py`) checks the header size too, for servers started
 otherwise (tests, another ASGI server).
@@ -20,6 +21,7 @@ import asyncio
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.server.browser import MAX_HEADER_BYTES
+from app.server.descriptors import Descriptors
 
 HEAD_TIMEOUT = 30.0
 # Headers plus a request line; a long URL is not what the proxy serves.
@@ -42,15 +44,25 @@ class _HeadRefused(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    descriptors: Descriptors | None = None  # set by `counting`
     _head_bytes = 0
     _refused = False
     _head_timer: asyncio.TimerHandle | None = None
 
+    @classmethod
+    def counting(cls, descriptors: Descriptors) -> type[BoundedHttpToolsProtocol]:
+        """The protocol for a server whose connections count in `descriptors`."""
+        return type("CountedHttpToolsProtocol", (cls,), {"descriptors": descriptors})
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.descriptors is not None:
+            self.descriptors.clients += 1
         super().connection_made(transport)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.descriptors is not None:
+            self.descriptors.clients -= 1
         self._disarm()
         super().connection_lost(exc)
 

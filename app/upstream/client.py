@@ -362,7 +362,8 @@ def check_event_size(splitter: EventSplitter, model: str) -> None:
 def _out_of_resources(exc: BaseException) -> ProxyOutOfResources:
     return ProxyOutOfResources(
         f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
-        "open-files limit (ulimit -n) or the memory available to the proxy."
+        "open-files limit (ulimit -n) or the memory available to the proxy.",
+        headers={"connection": "close"},  # the client's socket is a descriptor too
     )
 
 

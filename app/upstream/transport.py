@@ -14,11 +14,14 @@ broken attempt of the model.
 The aiohttp transport also resends: a request that fails on a reused keep-alive
 connection before any byte of an answer is sent once more on a fresh connection: the
 upstream closed an idle connection just as it was taken from the pool, which says nothing
-about the model (RFC 9112 §9.3.1; aiohttp retries only idempotent methods itself).
+about the model (RFC 9112 §9.3.1; aiohttp retries only idempotent methods itself). And it
+opens a new connection only while the open-files budget (`app/server/descriptors.py`)
+leaves its reserve free.
 """
 
 from __future__ import annotations
 
+import errno
 import urllib.parse
 import urllib.request
 import weakref
@@ -31,6 +34,8 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
+
+from app.server.descriptors import Descriptors
 
 
 class UpstreamResponse(Protocol):
@@ -106,18 +111,24 @@ _DROPPED = (
 
 
 class _Connector(aiohttp.TCPConnector):
-    """Remembers the sockets it handed out, to tell a reused connection from a new one."""
+    """Remembers the sockets it handed out: to tell a reused connection from a new one,
+    and to count the sockets open (or being opened) against the open-files budget."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Weak: a closed socket leaves by itself.
+        # Weak: a closed socket leaves by itself; `open_sockets` counts only live ones.
         self.sockets: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+        self.connecting = 0
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         _REUSED.set(False)
-        connection = await super().connect(req, traces, timeout)
+        self.connecting += 1  # before the first await: a burst must count itself
+        try:
+            connection = await super().connect(req, traces, timeout)
+        finally:
+            self.connecting -= 1
         protocol = connection.protocol
         if protocol in self.sockets:
             _REUSED.set(True)
@@ -125,25 +136,44 @@ class _Connector(aiohttp.TCPConnector):
             self.sockets.add(protocol)
         return connection
 
+    def open_sockets(self) -> int:
+        return sum(1 for protocol in self.sockets if protocol.is_connected())
+
 
 class AiohttpTransport:
     """One aiohttp session for the process, created in the serving loop on first use, and a
     second one, opened on first need, whose connections are always new (for the resend)."""
 
-    def __init__(self, proxy: str | None = None) -> None:
+    def __init__(self, proxy: str | None = None, descriptors: Descriptors | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
+        self._connectors: list[_Connector] = []
         self._proxy = proxy
+        self._descriptors = descriptors
+        self._in_flight = 0  # requests sent and not yet closed
 
     def _open(self, *, fresh: bool = False) -> aiohttp.ClientSession:
-        # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9).
+        # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9); the
+        # open-files budget refuses at once instead.
         connector = _Connector(limit=0, force_close=fresh)
+        self._connectors.append(connector)
         session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         if fresh:
             self._fresh = session
         else:
             self._session = session
         return session
+
+    def _room(self) -> bool:
+        """A request may go up when an idle connection waits for it or a new one fits."""
+        descriptors = self._descriptors
+        if descriptors is None:
+            return True
+        connecting = sum(c.connecting for c in self._connectors)
+        if descriptors.fits(connecting + sum(len(c.sockets) for c in self._connectors)):
+            return True  # the common case: far below the limit, counted without a walk
+        sockets = sum(c.open_sockets() for c in self._connectors)
+        return self._in_flight < sockets or descriptors.fits(connecting + sockets)
 
     async def request(
         self,
@@ -153,7 +183,17 @@ class AiohttpTransport:
         body: bytes | None,
         connect_timeout: float,
     ) -> UpstreamResponse:
-        return _AiohttpResponse(await self._send(method, url, headers, body, connect_timeout))
+        if not self._room():
+            raise ConnectionError(
+                errno.EMFILE, "no file descriptor to spare for another upstream connection"
+            )
+        self._in_flight += 1
+        try:
+            response = await self._send(method, url, headers, body, connect_timeout)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+        return _AiohttpResponse(response, self)
 
     async def _send(
         self,
@@ -185,6 +225,9 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             raise broken(exc) from exc
 
+    def _closed(self) -> None:
+        self._in_flight -= 1
+
     async def aclose(self) -> None:
         for session in (self._session, self._fresh):
             if session is not None:
@@ -198,10 +241,11 @@ def _answered(exc: BaseException) -> bool:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response", "status", "headers")
+    __slots__ = ("_response", "_transport", "status", "headers")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, transport: AiohttpTransport) -> None:
         self._response = response
+        self._transport: AiohttpTransport | None = transport
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
 
@@ -214,3 +258,6 @@ class _AiohttpResponse:
 
     async def aclose(self) -> None:
         self._response.release()  # closes the connection if the body was not all read
+        if self._transport is not None:
+            self._transport._closed()
+            self._transport = None
