@@ -5,6 +5,7 @@ common soft limit of 1,024 open files because `serve` raises it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,6 +127,76 @@ def test_a_client_that_never_finishes_its_head_is_cut_off(bounded_proxy: LiveSer
         assert idle.recv(4096).startswith(b"HTTP/1.1 408")  # sent nothing at all
 
 
+UNFINISHED_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+
+
+def _send_unfinished_head(sock: socket.socket, size: int) -> None:
+    """A header value of `size` bytes that never ends (no CRLF); the peer may hang up."""
+    with contextlib.suppress(OSError):
+        sock.sendall(UNFINISHED_HEAD + b"a" * size)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it ends the connection (or the socket timeout)."""
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_head_still_arriving_past_the_cap_gets_431_and_the_connection_ends(
+    bounded_proxy: LiveServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", bounded_proxy.port), timeout=10) as sock:
+        sender = threading.Thread(target=_send_unfinished_head, args=(sock, 1 << 20))
+        sender.start()
+        received = _answer(sock)  # ends with the server's FIN; a timeout leaves it short
+        sender.join(10)
+    assert received.startswith(b"HTTP/1.1 431"), received[:40]
+    assert b'"code":"request_headers_too_large"' in received
+    assert httpx.get(f"{bounded_proxy.url}/healthz").status_code == 200
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    """`VmRSS` (now) or `VmHWM` (the peak so far) of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+CLIENTS, HEAD_MIB = 20, 4
+
+
+def test_unfinished_heads_are_bounded_in_memory_while_the_server_answers(
+    tmp_path: Path,
+) -> None:
+    with _served(tmp_path) as (url, proxy):
+        port = int(url.rsplit(":", 1)[1])
+        before = _memory_kib(proxy.pid, "VmRSS")
+        sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(CLIENTS)]
+        try:
+            senders = [
+                threading.Thread(target=_send_unfinished_head, args=(sock, HEAD_MIB << 20))
+                for sock in sockets
+            ]
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join(30)
+            health = httpx.get(f"{url}/healthz", timeout=5)  # while every head is unfinished
+            grown_mib = (_memory_kib(proxy.pid, "VmHWM") - before) / 1024
+            answers = [_answer(sock) for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    assert grown_mib < 16, f"{CLIENTS} unfinished {HEAD_MIB} MiB heads took {grown_mib:.0f} MiB"
+    assert health.status_code == 200
+    assert all(answer.startswith(b"HTTP/1.1 431") for answer in answers), answers[0][:40]
+
+
 # ---------------------------------------------------------------------------------------------
 # 1,000 streams under a soft limit of 1,024 open files
 # ---------------------------------------------------------------------------------------------
@@ -159,9 +231,11 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 20)
 
 
 @contextmanager
-def _served(tmp_path: Path, *, chunk_delay: float, preexec_fn: Callable[[], None]) -> Iterator[str]:
+def _served(
+    tmp_path: Path, *, chunk_delay: float = 0.0, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`openrouter-proxy serve` started with `preexec_fn` (its open-files limit) in front of
-    the fake OpenRouter whose streams wait `chunk_delay` between chunks; yields its URL."""
+    the fake OpenRouter whose streams wait `chunk_delay` between chunks: its URL and process."""
     fake_port, proxy_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     fake = subprocess.Popen(
@@ -191,7 +265,7 @@ def _served(tmp_path: Path, *, chunk_delay: float, preexec_fn: Callable[[], None
     try:
         _wait_ready(f"http://127.0.0.1:{fake_port}/api/v1/models", fake)
         _wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", proxy)
-        yield f"http://127.0.0.1:{proxy_port}"
+        yield f"http://127.0.0.1:{proxy_port}", proxy
     finally:
         for process in (proxy, fake):
             process.terminate()
@@ -213,7 +287,7 @@ def thousand_file_proxy(tmp_path: Path) -> Iterator[str]:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * STREAMS + 200), hard))
     try:
-        with _served(tmp_path, chunk_delay=0.5, preexec_fn=_soft_limit) as url:
+        with _served(tmp_path, chunk_delay=0.5, preexec_fn=_soft_limit) as (url, _):
             yield url
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -282,7 +356,7 @@ async def _waves(url: str) -> tuple[list[Result], list[Result]]:
 
 
 def test_out_of_descriptors_every_client_gets_an_answer(tmp_path: Path) -> None:
-    with _served(tmp_path, chunk_delay=1.0, preexec_fn=_hard_limit) as url:
+    with _served(tmp_path, chunk_delay=1.0, preexec_fn=_hard_limit) as (url, _):
         first, second = asyncio.run(asyncio.wait_for(_waves(url), timeout=120))
         cooling = httpx.get(f"{url}/v1/models").json()["data"]
 
