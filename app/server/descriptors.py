@@ -9,8 +9,8 @@ upstream side never takes the descriptors clients need:
   journal, logs, the event loop's) and clients that arrive all at once;
 - upstream connections take at most a quarter of the rest, because clients may arrive
   after the streams started and outnumber them (requests waiting for a cooling model,
-  cache hits, idle keep-alive connections, the status page): with the limit at 256, 180
-  clients connected at once are all answered, whatever order they came in;
+  cache hits, idle keep-alive connections, the status page): with the limit at 256, 48
+  upstream connections leave room for some 180 clients, whatever order they come in;
 - and never more than the clients connected now leave free.
 
 Past either bound a request gets the proxy's own 503 at once, with `Connection: close`.

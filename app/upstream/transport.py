@@ -102,12 +102,9 @@ def proxy_for(url: str) -> str | None:
 # Whether the connection the current request was given came from the pool: set by the
 # connector for the task that asked, read when that request fails.
 _REUSED: ContextVar[bool] = ContextVar("upstream_connection_reused", default=False)
-# Failures of a connection that was made: the upstream closed or reset it.
-_DROPPED = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-    aiohttp.ClientConnectionResetError,
-)
+# Failures of a connection that was made: the upstream closed or reset it (aiohttp's
+# ClientConnectionResetError, from 3.10.6, is a ConnectionResetError).
+_DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)
 
 
 class _Connector(aiohttp.TCPConnector):
