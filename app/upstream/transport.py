@@ -16,7 +16,7 @@ connection before any byte of an answer is sent once more on a fresh connection:
 upstream closed an idle connection just as it was taken from the pool, which says nothing
 about the model (RFC 9112 §9.3.1; aiohttp retries only idempotent methods itself). And it
 opens a new connection only while the open-files budget (`app/server/descriptors.py`)
-leaves its reserve free.
+has room for it.
 """
 
 from __future__ import annotations
@@ -100,41 +100,47 @@ def proxy_for(url: str) -> str | None:
 
 
 # Whether the connection the current request was given came from the pool: set by the
-# connector for the task that asked, read when that request fails.
+# connector for the task that asked, read when that request fails after connecting.
 _REUSED: ContextVar[bool] = ContextVar("upstream_connection_reused", default=False)
 # Failures of a connection that was made: the upstream closed or reset it (aiohttp's
 # ClientConnectionResetError, from 3.10.6, is a ConnectionResetError).
 _DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)
 
 
-class _Connector(aiohttp.TCPConnector):
-    """Remembers the sockets it handed out: to tell a reused connection from a new one,
-    and to count the sockets open (or being opened) against the open-files budget."""
+class _Sockets:
+    """The upstream sockets handed out (weakly held: a closed one leaves by itself) and the
+    connections being opened, shared by the transport's connectors."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # Weak: a closed socket leaves by itself; `open_sockets` counts only live ones.
-        self.sockets: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+    def __init__(self) -> None:
+        self.handed: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
         self.connecting = 0
+
+    def open(self) -> int:
+        return sum(1 for protocol in self.handed if protocol.is_connected())
+
+
+class _Connector(aiohttp.TCPConnector):
+    """Tells the asking task whether its connection is new or reused, and counts it."""
+
+    def __init__(self, sockets: _Sockets, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sockets = sockets
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
     ) -> Connection:
-        _REUSED.set(False)
-        self.connecting += 1  # before the first await: a burst must count itself
+        sockets = self._sockets
+        sockets.connecting += 1  # before the first await: a burst must count itself
         try:
             connection = await super().connect(req, traces, timeout)
         finally:
-            self.connecting -= 1
+            sockets.connecting -= 1
         protocol = connection.protocol
-        if protocol in self.sockets:
-            _REUSED.set(True)
-        elif protocol is not None:
-            self.sockets.add(protocol)
+        reused = protocol in sockets.handed
+        if not reused and protocol is not None:
+            sockets.handed.add(protocol)
+        _REUSED.set(reused)
         return connection
-
-    def open_sockets(self) -> int:
-        return sum(1 for protocol in self.sockets if protocol.is_connected())
 
 
 class AiohttpTransport:
@@ -144,7 +150,7 @@ class AiohttpTransport:
     def __init__(self, proxy: str | None = None, descriptors: Descriptors | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
-        self._connectors: list[_Connector] = []
+        self._sockets = _Sockets()
         self._proxy = proxy
         self._descriptors = descriptors
         self._in_flight = 0  # requests sent and not yet closed
@@ -152,8 +158,7 @@ class AiohttpTransport:
     def _open(self, *, fresh: bool = False) -> aiohttp.ClientSession:
         # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9); the
         # open-files budget refuses at once instead.
-        connector = _Connector(limit=0, force_close=fresh)
-        self._connectors.append(connector)
+        connector = _Connector(self._sockets, limit=0, force_close=fresh)
         session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         if fresh:
             self._fresh = session
@@ -161,16 +166,13 @@ class AiohttpTransport:
             self._session = session
         return session
 
-    def _room(self) -> bool:
+    def _room(self, descriptors: Descriptors) -> bool:
         """A request may go up when an idle connection waits for it or a new one fits."""
-        descriptors = self._descriptors
-        if descriptors is None:
-            return True
-        connecting = sum(c.connecting for c in self._connectors)
-        if descriptors.fits(connecting + sum(len(c.sockets) for c in self._connectors)):
+        sockets = self._sockets
+        if descriptors.fits(sockets.connecting + len(sockets.handed)):
             return True  # the common case: far below the limit, counted without a walk
-        sockets = sum(c.open_sockets() for c in self._connectors)
-        return self._in_flight < sockets or descriptors.fits(connecting + sockets)
+        live = sockets.open()
+        return self._in_flight < live or descriptors.fits(sockets.connecting + live)
 
     async def request(
         self,
@@ -180,47 +182,42 @@ class AiohttpTransport:
         body: bytes | None,
         connect_timeout: float,
     ) -> UpstreamResponse:
-        if not self._room():
+        if self._descriptors is not None and not self._room(self._descriptors):
             raise ConnectionError(
                 errno.EMFILE, "no file descriptor to spare for another upstream connection"
             )
+        timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
+        proxy = self._proxy
         self._in_flight += 1
         try:
-            response = await self._send(method, url, headers, body, connect_timeout)
-        except BaseException:
-            self._in_flight -= 1
-            raise
-        return _AiohttpResponse(response, self)
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        connect_timeout: float,
-    ) -> aiohttp.ClientResponse:
-        timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
-        options: dict[str, Any] = {
-            "headers": headers,
-            "data": body,
-            "timeout": timeout,
-            "allow_redirects": False,
-            "proxy": self._proxy,
-        }
-        try:
             try:
-                return await (self._session or self._open()).request(method, url, **options)
+                response = await (self._session or self._open()).request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxy=proxy,
+                )
             except _DROPPED as exc:
-                if not _REUSED.get() or _answered(exc):
+                if not _resendable(exc):
                     raise
-            return await (self._fresh or self._open(fresh=True)).request(method, url, **options)
-        except TimeoutError as exc:  # aiohttp's connect timeouts are TimeoutErrors
-            raise TimeoutError(str(exc) or "connect timeout") from exc
-        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, a proxy's refusal
-            raise broken(exc, CannotConnect) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise broken(exc) from exc
+                response = await (self._fresh or self._open(fresh=True)).request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxy=proxy,
+                )
+        except BaseException as exc:
+            self._in_flight -= 1
+            if (known := _known(exc)) is None:
+                raise
+            raise known from exc
+        return _AiohttpResponse(response, self)
 
     def _closed(self) -> None:
         self._in_flight -= 1
@@ -231,10 +228,25 @@ class AiohttpTransport:
                 await session.close()
 
 
-def _answered(exc: BaseException) -> bool:
-    """Part of a response head had come back: the request was seen, it is not resent.
-    (aiohttp puts the unfinished head, not a text, in a ServerDisconnectedError then.)"""
-    return isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(exc.message, str)
+def _known(exc: BaseException) -> Exception | None:
+    """aiohttp's failure as the built-in the proxy understands; None: not aiohttp's."""
+    if isinstance(exc, TimeoutError):  # aiohttp's connect timeouts are TimeoutErrors
+        return TimeoutError(str(exc) or "connect timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS, a proxy's refusal
+        return broken(exc, CannotConnect)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return broken(exc)
+    return None
+
+
+def _resendable(exc: BaseException) -> bool:
+    """The connection was reused, and it died before any byte of an answer came back (with
+    part of a head, aiohttp puts that head, not a text, in its ServerDisconnectedError)."""
+    if isinstance(exc, aiohttp.ClientConnectorError) or not _REUSED.get():
+        return False  # never connected, or a new connection: the attempt itself broke
+    return not (
+        isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(exc.message, str)
+    )
 
 
 class _AiohttpResponse:
