@@ -1,6 +1,7 @@
 """Resource exhaustion (DESIGN §5, §6): the proxy's own limits are its own 503 and cool
-nothing; request heads and upstream answers are bounded; 1,000 streams fit under the
-common soft limit of 1,024 open files because `serve` raises it."""
+nothing; request heads (finished or still arriving) and upstream answers are bounded;
+1,000 streams fit under the common soft limit of 1,024 open files because `serve` raises
+it; and out of open files, every client that connects still gets an answer."""
 
 from __future__ import annotations
 
