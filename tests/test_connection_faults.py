@@ -51,8 +51,9 @@ def post(proxy: LiveServer, **body: Any) -> httpx.Response:
     )
 
 
+@pytest.mark.parametrize("stream", [False, True])
 def test_a_reset_before_the_answer_is_a_broken_attempt_and_the_next_model_answers(
-    link: FaultyLink, fake: FakeOpenRouter
+    link: FaultyLink, fake: FakeOpenRouter, stream: bool
 ) -> None:
     link.reset.add(SCOUT)
     with proxy_through(link) as (proxy, services):
@@ -61,10 +62,16 @@ def test_a_reset_before_the_answer_is_a_broken_attempt_and_the_next_model_answer
                 model=SCOUT,
                 messages=HELLO,  # type: ignore[arg-type]
                 extra_body={"models": [QWEN]},
+                stream=stream,
             )
+            if stream:
+                chunks = raw.parse()
+                content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                content = raw.parse().choices[0].message.content
         marked = failing(services, SCOUT)
 
-    assert raw.parse().choices[0].message.content == DEFAULT_CONTENT
+    assert content == DEFAULT_CONTENT
     assert raw.headers["X-Proxy-Model"] == QWEN
     assert raw.headers["X-Proxy-Attempts"] == "2"
     assert link.fresh_resets == 1  # (one on a reused connection would be resent first)
