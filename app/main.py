@@ -27,6 +27,7 @@ from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
+from app.server.descriptors import Descriptors
 from app.team.budget import MemoryBudget, refresh
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas
@@ -34,7 +35,7 @@ from app.team.store import Team
 from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
-from app.upstream.transport import Transport
+from app.upstream.transport import AiohttpTransport, Transport, proxy_for
 
 if TYPE_CHECKING:
     import httpx
@@ -50,7 +51,11 @@ def create_app(
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
     clock = clock or time.time
-    upstream = OpenRouterClient(settings, _wrap(transport))
+    descriptors = Descriptors()
+    upstream = OpenRouterClient(
+        settings,
+        _wrap(transport) or AiohttpTransport(proxy_for(settings.openrouter_base_url), descriptors),
+    )
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns(clock)
     team = Team(settings.db_path, clock=clock)
@@ -84,6 +89,7 @@ def create_app(
         cache=cache,
         metrics=metrics,
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
+        descriptors=descriptors,
     )
 
     @asynccontextmanager

@@ -176,7 +176,8 @@ class Attempts:
                     if not remaining:
                         raise _with_attempts(error, tried) from None
                 continue
-            await self._cooldowns.succeeded(model, time.monotonic() - started)
+            latency = time.monotonic() - started if self._ranked(model) else None
+            await self._cooldowns.succeeded(model, latency)
             if self._recorder is not None:
                 self._recorder.attempt(model, "ok")
             return Served(result, model, tried)
@@ -208,6 +209,12 @@ class Attempts:
         elif verdict.scope is Scope.FAILING:
             await self._cooldowns.mark_failing(model, now + FAILING_SECONDS)
         return verdict
+
+    def _ranked(self, model: str) -> bool:
+        """Only catalogue models are ranked by latency (`free`), so only their health is
+        worth keeping: ids a client made up must leave no state behind (DESIGN §6)."""
+        known = self._catalogue.loaded
+        return known is not None and model in known
 
     async def _longer_than(self, model: str, remaining: list[str]) -> list[str]:
         """The candidates whose known context length is larger than `model`'s."""
