@@ -88,7 +88,8 @@ def serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         access_log=False,
         log_config=None,  # uvicorn's lines go through the proxy's handler (request_log.py)
-        http=BoundedHttpToolsProtocol,  # request-head size and time bounds
+        # request-head size and time bounds; client connections count in the open files
+        http=BoundedHttpToolsProtocol.counting(app.state.services.descriptors),
         server_header=False,
     )
 

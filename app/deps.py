@@ -16,6 +16,7 @@ from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import CooldownStore
+from app.server.descriptors import Descriptors
 from app.server.shutdown import OpenStreams
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
@@ -41,6 +42,7 @@ class Services:
     metrics: Metrics
     counter: TokenCounter  # answers count_tokens; remembers whether OpenRouter serves it
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
+    descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -27,13 +27,14 @@ from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
+from app.server.descriptors import Descriptors
 from app.team.budget import MemoryBudget, refresh
 from app.team.database import Database, open_team
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
-from app.upstream.transport import Transport
+from app.upstream.transport import AiohttpTransport, Transport, proxy_for
 
 if TYPE_CHECKING:
     import httpx
@@ -49,7 +50,11 @@ def create_app(
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
     clock = clock or time.time
-    upstream = OpenRouterClient(settings, _wrap(transport))
+    descriptors = Descriptors()
+    upstream = OpenRouterClient(
+        settings,
+        _wrap(transport) or AiohttpTransport(proxy_for(settings.openrouter_base_url), descriptors),
+    )
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns(clock)
     team = open_team(settings, clock=clock)
@@ -63,7 +68,7 @@ def create_app(
     cache = ResponseCache(
         settings,
         MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
-        Flights(wait_timeout=settings.total_timeout),
+        Flights(),
     )
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     services = Services(
@@ -82,6 +87,7 @@ def create_app(
         cache=cache,
         metrics=metrics,
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
+        descriptors=descriptors,
     )
 
     @asynccontextmanager

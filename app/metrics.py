@@ -8,9 +8,10 @@ models, cache results, outcomes), so each child is built once and kept in a dict
 outside the catalogue fold into `other`: a client naming random ids cannot grow the
 registry. Before the catalogue is first loaded (the hot path never waits for it), counts
 wait in a small bounded map and take their labels at the next scrape, which loads it; a
-scraper therefore sees the same numbers as if the labels had been known at once. Gauges
-over state owned elsewhere (cooling models, the free budget, the cache, the usage queue)
-are read at scrape time by `scrape`, never kept in step on the hot path.
+scraper therefore sees the same numbers as if the labels had been known at once. An id
+longer than any catalogue id is `other` at once: the map never holds a client's long id.
+Gauges over state owned elsewhere (cooling models, the free budget, the cache, the usage
+queue) are read at scrape time by `scrape`, never kept in step on the hot path.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ Outcome = Literal[
 ]
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 # Distinct label sets counted before the catalogue is known; beyond it, `other` at once.
-MAX_PENDING = 1024
+MAX_PENDING = 256
+# OpenRouter's ids (`vendor/name:variant`) stay far below it.
+MAX_MODEL_ID_CHARS = 256
 
 # Seconds. Latency spans a cache hit (< 1 ms) to a slow reasoning answer (minutes).
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -116,6 +119,11 @@ class Metrics:
         self._pending_attempts: dict[tuple[str, str], int] = {}
         self._route_children: dict[str, tuple[Any, Any, Any]] = {}
 
+    def __len__(self) -> int:
+        """Label sets held, counted or waiting for their labels (a bound tests can check)."""
+        counted = len(self._request_children) + len(self._attempt_children)
+        return counted + len(self._pending_requests) + len(self._pending_attempts)
+
     def model_label(self, model: str | None) -> str:
         if model is None:
             return NONE
@@ -158,7 +166,7 @@ class Metrics:
         overhead_ms: float | None,
     ) -> None:
         """One finished request (called once, from `Trace.finish`)."""
-        if served is not None and self._known() is None:
+        if served is not None and self._known() is None and len(served) <= MAX_MODEL_ID_CHARS:
             pending = (route, status, served, cache)
             if pending in self._pending_requests or len(self._pending_requests) < MAX_PENDING:
                 self._pending_requests[pending] = self._pending_requests.get(pending, 0) + 1
@@ -182,7 +190,7 @@ class Metrics:
 
     def attempt(self, model: str, outcome: Outcome) -> None:
         """One upstream attempt and how it ended (the `AttemptRecorder` of routing)."""
-        if self._known() is None:
+        if self._known() is None and len(model) <= MAX_MODEL_ID_CHARS:
             pending = (model, outcome)
             if pending in self._pending_attempts or len(self._pending_attempts) < MAX_PENDING:
                 self._pending_attempts[pending] = self._pending_attempts.get(pending, 0) + 1

@@ -30,7 +30,8 @@ class Needs:
 
     images: bool = False
     tools: bool = False
-    tokens: int = 0
+    tokens: int = 0  # the prompt and the output asked for
+    prompt_tokens: int = 0  # the prompt alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
+    estimated: bool = False  # counted by the proxy: the stream ended before its usage
 
 
 class Dialect(Protocol):
@@ -65,6 +67,10 @@ class Dialect(Protocol):
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         """Usage carried by a non-stream body or by one stream event, if any."""
+
+    def output(self, data: dict[str, Any]) -> int:
+        """Bytes of generated text (answer, reasoning, tool arguments) in one well-formed
+        stream event: what a stream cut before its usage is counted by (DESIGN §7)."""
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         """Which of these complete upstream events reach the client, as whole events."""

@@ -190,7 +190,9 @@ class Reply:
     """Success. Stream: keep-alives, role, content chunks, finish, usage(choices []), [DONE].
 
     Non-stream: `leading_whitespace` bytes first, then `first_byte_delay`, then the §7 JSON
-    (`chunk_delay`/`keepalives`/`role_chunk`/`done` only shape streams). `served_model`
+    (`chunk_delay`/`keepalives`/`role_chunk`/`done`/`usage_delay` only shape streams;
+    `usage_delay` pauses before the last closing event, on chat and completions the usage
+    chunk after the finish, so a client can leave in between). `served_model`
     overrides the answering model, `provider` the provider display name. `tool_call`
     ({"name", "arguments"}) is answered only to a request that sends `tools`; every route
     renders the same fields in its own wire shape.
@@ -208,6 +210,7 @@ class Reply:
     served_model: str | None = None
     provider: str | None = None
     tool_call: dict[str, Any] | None = None
+    usage_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -1041,7 +1044,10 @@ class FakeOpenRouter:
             if call is not None:
                 for part in w.tool(call):
                     yield part
-            for part in w.closing(r):
+            closing = w.closing(r)
+            for i, part in enumerate(closing):
+                if r.usage_delay and i == len(closing) - 1:
+                    await asyncio.sleep(r.usage_delay)
                 yield part
             if r.done:
                 yield w.done()

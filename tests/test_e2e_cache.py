@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,11 @@ from tests.fake_openrouter import (
     FinishError200,
     HttpError,
     Reply,
+    Stall,
     bad_request_400,
 )
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 
 CHAT_PATH = "/api/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -436,14 +439,28 @@ def test_a_shared_entry_never_serves_a_key_a_model_it_may_not_use(
 # --- 7. single-flight -------------------------------------------------------------------------
 
 
-def post_many(proxy: LiveServer, n: int, body: dict[str, Any]) -> list[httpx.Response]:
-    with httpx.Client(base_url=proxy.url, timeout=30) as http:
-        with ThreadPoolExecutor(n) as pool:
-            futures = [pool.submit(http.post, "/v1/chat/completions", json=body) for _ in range(n)]
-            return [f.result() for f in futures]
-
-
 BODY = {"model": SCOUT, "messages": HELLO, "temperature": 0}
+
+
+def fire_together(
+    proxy: LiveServer, n: int, body: dict[str, Any]
+) -> list[tuple[httpx.Response, float]]:
+    """`n` identical POSTs let go at once by a barrier: each answer and its seconds."""
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> tuple[httpx.Response, float]:
+        with httpx.Client(base_url=proxy.url, timeout=60) as http:
+            barrier.wait()
+            started = time.monotonic()
+            answer = http.post("/v1/chat/completions", json=body)
+            return answer, time.monotonic() - started
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def post_many(proxy: LiveServer, n: int, body: dict[str, Any]) -> list[httpx.Response]:
+    return [answer for answer, _ in fire_together(proxy, n, body)]
 
 
 def test_twenty_identical_requests_make_one_upstream_call(
@@ -458,33 +475,67 @@ def test_twenty_identical_requests_make_one_upstream_call(
     assert len(fake.requests_to(CHAT_PATH)) == 1
 
 
-def test_when_the_shared_call_fails_one_waiter_leads_the_next_try(
+def test_when_the_shared_call_fails_every_waiter_answers_its_error_from_that_one_call(
     start_proxy: ProxyFactory, fake: FakeOpenRouter
 ):
+    """Issue 23: the waiters get the leader's failure, same status and body; the call that
+    failed is not made again once per waiter (a second call would be answered 200)."""
     refused = bad_request_400("Provider refused the request")
     fake.script(SCOUT, HttpError(refused.status, refused.body, delay=1.0))
-    fake.script(SCOUT, Reply(content="second try", first_byte_delay=0.5))
+    fake.set_default(SCOUT, Reply(content="a second call"))
     with start_proxy() as proxy:
         answers = post_many(proxy, 20, BODY)
-    assert sorted(r.status_code for r in answers) == [200] * 19 + [400]
-    ok = [r for r in answers if r.status_code == 200]
-    assert {r.json()["choices"][0]["message"]["content"] for r in ok} == {"second try"}
-    assert sorted(r.headers["x-cache"] for r in answers) == ["HIT"] * 18 + ["MISS"] * 2
-    assert len(fake.requests_to(CHAT_PATH)) == 2
+    assert [r.status_code for r in answers] == [400] * 20
+    assert len({r.content for r in answers}) == 1
+    assert answers[0].json()["error"]["message"].endswith("Provider refused the request")
+    assert {r.headers["x-cache"] for r in answers} == {"MISS"}
+    assert sorted(r.headers["x-proxy-attempts"] for r in answers) == ["0"] * 19 + ["1"]
+    assert len({r.headers["x-request-id"] for r in answers}) == 20
+    assert len(fake.requests_to(CHAT_PATH)) == 1
 
 
-def test_when_every_call_fails_all_get_the_same_error_and_none_hangs(
+def test_waiters_on_a_stalled_model_get_its_504_as_soon_and_as_cheaply_as_a_lone_request(
     start_proxy: ProxyFactory, fake: FakeOpenRouter
 ):
-    refused = bad_request_400("Provider refused the request")
-    fake.set_default(SCOUT, HttpError(refused.status, refused.body, delay=0.3))
-    with start_proxy() as proxy:
-        answers = post_many(proxy, 20, BODY)  # the client's timeout fails a hang
-    assert [r.status_code for r in answers] == [400] * 20
-    assert len({r.json()["error"]["message"] for r in answers}) == 1
-    assert {r.headers["x-cache"] for r in answers} == {"MISS"}
-    # At most three leaders in a row, then each on its own: bounded, and nobody waits on.
-    assert len(fake.requests_to(CHAT_PATH)) <= 20
+    """Issue 23: a failed shared call is not tried again once per waiter, and no waiter
+    waits longer than its own request would have taken (DESIGN §8, §12). The lone request
+    shows what one request costs here: two attempts of the lone candidate and the pause."""
+    fake.set_default(SCOUT, Stall(seconds=30))
+    with start_proxy(first_byte_timeout=1.0, total_timeout=1.5) as proxy:
+        ((lone, lone_took),) = fire_together(proxy, 1, BODY)
+        lone_calls = len(fake.requests_to(CHAT_PATH))
+        together = fire_together(proxy, 10, BODY)
+    calls = len(fake.requests_to(CHAT_PATH)) - lone_calls
+    answers = [answer for answer, _ in together]
+    assert lone.status_code == 504
+    assert [r.status_code for r in answers] == [504] * 10
+    assert all(r.json() == lone.json() for r in answers), (lone.json(), answers[0].json())
+    assert calls <= lone_calls
+    slowest = max(took for _, took in together)
+    assert slowest <= lone_took + 1.0, (slowest, lone_took)
+
+
+def test_leaders_whose_streams_break_hand_over_one_at_a_time_then_the_rest_go_alone(
+    start_proxy: ProxyFactory, fake: FakeOpenRouter
+):
+    """A leader whose stream broke after its first content (its client got 200 and an error
+    event) has nothing to share: one waiter takes over. After three such leaders in a row
+    the other seven stop waiting and each makes its own call at once. Read from when the
+    fake saw each call arrive and sent its first content: a call that arrives before the
+    previous stream could idle out was not waiting for it."""
+    idle = 1.0
+    fake.set_default(SCOUT, Stall(seconds=30, after_chunks=1))
+    with start_proxy(stream_idle_timeout=idle) as proxy:
+        answers = post_many(proxy, 10, {**BODY, "stream": True})
+    assert [r.status_code for r in answers] == [200] * 10
+    assert all('"finish_reason":"error"' in r.text for r in answers)
+    calls = sorted(fake.requests_to(CHAT_PATH), key=lambda r: r.arrived_at)
+    assert len(calls) == 10
+    content_at = {r.request_id: fake.sent_at[r.request_id][0] for r in calls}
+    for leader, successor in zip(calls[:3], calls[1:4], strict=True):
+        assert successor.arrived_at >= content_at[leader.request_id] + idle
+    alone = calls[3:]
+    assert max(r.arrived_at for r in alone) < min(content_at[r.request_id] for r in alone) + idle
 
 
 def test_when_the_leaders_client_leaves_the_waiters_are_still_answered(
@@ -495,8 +546,7 @@ def test_when_the_leaders_client_leaves_the_waiters_are_still_answered(
     with start_proxy() as proxy, ThreadPoolExecutor(1) as pool:
         url = f"{proxy.url}/v1/chat/completions"
         impatient = pool.submit(httpx.post, url, json=BODY, timeout=0.5)
-        while not fake.requests_to(CHAT_PATH):  # the impatient one leads the flight
-            time.sleep(0.01)
+        wait_until(lambda: fake.requests_to(CHAT_PATH), message="the impatient one to lead")
         answers = post_many(proxy, 10, BODY)
         with pytest.raises(httpx.TimeoutException):
             impatient.result()

@@ -34,6 +34,7 @@ from tests.fake_openrouter import (
     provider_429,
 )
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 PAIR = {"pair": [SCOUT, MISTRAL]}
@@ -343,7 +344,7 @@ def test_a_client_leaving_before_content_closes_the_upstream_within_a_second(
         left_at = time.monotonic()
         assert fake.closed_event.wait(timeout=1.0)
         closed_after = time.monotonic() - left_at
-        time.sleep(0.2)  # the proxy's log line follows the close
+        wait_until(lambda: request_lines(caplog), message="the request line after the close")
 
     assert closed_after < 1.0
     (sent,) = fake.chat_requests()
@@ -360,7 +361,7 @@ def test_a_client_leaving_while_waiting_for_a_cooling_model_is_logged_499(
     with proxy_for(fake_server, max_wait=10) as proxy:
         with pytest.raises(httpx.ReadTimeout):
             post(proxy, timeout=0.7, model=SCOUT)
-        time.sleep(0.6)
+        wait_until(lambda: request_lines(caplog), message="the request line of the leaver")
 
     assert fake.attempts == [SCOUT]  # nobody was there to retry for
     assert [line["status"] for line in request_lines(caplog)] == [499]
@@ -380,7 +381,7 @@ def test_a_client_leaving_mid_stream_is_logged_499(
         ) as response:
             next(line for line in response.iter_lines() if '"content":"x' in line)
         assert fake.closed_event.wait(timeout=1.0)
-        time.sleep(0.2)
+        wait_until(lambda: request_lines(caplog), message="the request line after the close")
 
     assert [line["status"] for line in request_lines(caplog)] == [499]
 
@@ -397,8 +398,8 @@ def test_an_upload_cut_mid_body_is_logged_499(
                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + body
             )
-            time.sleep(0.2)
-        time.sleep(0.3)
+            time.sleep(0.2)  # part of the scenario: the client stays a moment, then leaves
+        wait_until(lambda: request_lines(caplog), message="the request line of the cut upload")
 
     assert fake.chat_requests() == []
     assert [line["status"] for line in request_lines(caplog)] == [499]

@@ -4,14 +4,13 @@ cache could not be shared across the team)."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from app.team.store import Team
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import MISTRAL, SCOUT, FakeOpenRouter, provider_429
+from tests.polling import wait_until
 
 HELLO = [{"role": "user", "content": "hi"}]
 OPT_INS = {
@@ -107,7 +106,8 @@ def test_openrouter_opt_in_headers_go_up_and_its_cache_only_when_not_shared(
         ask(proxy.url)  # open mode: nothing to share the cache with
         team = Team(proxy.app.state.services.settings.db_path)
         secret = team.keys.create("alice")
-        time.sleep(1.0)  # seen by the server within a second
+        # Seen by the server within a second (DESIGN §2): anonymous callers are refused.
+        wait_until(lambda: httpx.get(f"{proxy.url}/v1/usage").status_code == 401)
         ask(proxy.url, secret)  # key mode, per-key cache scope: OpenRouter's would be shared
     with start_proxy(cache_scope="global") as proxy:
         ask(proxy.url)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 
 from app.team.store import Team
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import SCOUT
+from tests.polling import wait_until
 
 ADMIN = "admin-secret-for-the-models-command"
 
@@ -24,7 +24,8 @@ def test_models_need_a_client_key_or_the_admin_key_once_keys_exist(start_proxy: 
         secret = team.keys.create("alice")
         team.keys.close()
         team.keyring.close()
-        time.sleep(1.0)  # a running server sees a new key within one second (DESIGN §2)
+        # A running server sees a new key within one second (DESIGN §2).
+        wait_until(lambda: httpx.get(f"{proxy.url}/v1/usage").status_code == 401)
         anonymous = httpx.get(f"{proxy.url}/v1/models/{SCOUT}", timeout=10)
         with_key = httpx.get(
             f"{proxy.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=10
@@ -58,7 +59,8 @@ def test_a_request_refused_for_its_model_counts_toward_no_limit(start_proxy: Pro
         secret = team.keys.create("bob", rpm=1, models=["*:free"])
         team.keys.close()
         team.keyring.close()
-        time.sleep(1.0)  # a running server sees a new key within one second (DESIGN §2)
+        # A running server sees a new key within one second (DESIGN §2).
+        wait_until(lambda: httpx.get(f"{proxy.url}/v1/usage").status_code == 401)
         auth = {"Authorization": f"Bearer {secret}"}
 
         def ask(model: str) -> httpx.Response:

@@ -21,6 +21,7 @@ import pytest
 
 from tests.fake_openrouter import FAKE_KEY, QWEN, SCOUT, FakeOpenRouter, HttpError, Reply
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 from tests.read_only import needs_mount
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,13 @@ def test_json_lines_carry_the_fields_and_no_secret_leaves_anywhere(
         checks = ready.json()["checks"]
         assert set(checks) == {"upstream_key", "catalogue", "database"}
         assert checks["catalogue"]["age_seconds"] >= 0
-        time.sleep(1)  # the 499 is logged once the proxy notices the client left
+        # The 499 is counted, then logged in the same step, once the proxy notices the
+        # client left.
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        wait_until(
+            lambda: 'status="499"' in served.request("GET", "/metrics", headers=admin).text,
+            message="the 499 in /metrics",
+        )
     finally:
         lines = served.stop()
     check = subprocess.run(
@@ -227,10 +234,7 @@ def test_readyz_turns_503_naming_the_database_when_its_folder_turns_read_only(
         before = served.request("GET", "/readyz")
         assert before.status_code == 200, before.text
         trigger.touch()
-        deadline = time.monotonic() + 10
-        while not done.exists():
-            assert time.monotonic() < deadline, "the read-only remount did not happen"
-            time.sleep(0.05)
+        wait_until(done.exists, message="the read-only remount")
         after = served.request("GET", "/readyz")
     finally:
         served.stop()

@@ -23,6 +23,7 @@ from app.team.db import DatabaseError, open_database
 from app.team.usage import UsageRecord
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 from tests.read_only import can_mount, needs_mount, run_with_read_only
 from tests.test_cli import free_port
 
@@ -153,10 +154,7 @@ def test_running_server_requires_a_key_created_by_the_cli(db):
         secret = run_cli("keys", "create", "alice", db=db).stdout.strip()
         # Seen within one second by design (REFRESH_INTERVAL); the loop allows a loaded
         # machine more, since it checks that the change arrives, not how fast.
-        deadline = time.monotonic() + 5
-        while httpx.get(f"{server.url}/v1/usage").status_code != 401:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(f"{server.url}/v1/usage").status_code == 401, timeout=5)
         mine = httpx.get(f"{server.url}/v1/usage", headers={"x-api-key": secret})
         assert mine.json()["key"] == "alice"
 

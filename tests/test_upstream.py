@@ -219,3 +219,20 @@ async def test_connect_failures_are_timeouts_or_unreachable(raised, error, statu
         await client_for(handler).complete(CALL, "a/b:free")
     assert caught.value.status_code == status
     assert caught.value.message.startswith("a/b:free: ")
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        httpx.ReadError("[Errno 104] Connection reset by peer"),
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    ],
+)
+async def test_a_connection_broken_after_connecting_is_the_models_broken_attempt(raised):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise raised
+
+    with pytest.raises(UpstreamBroken) as caught:
+        await client_for(handler).complete(CALL, "a/b:free")
+    assert caught.value.status_code == 502
+    assert caught.value.message.startswith("a/b:free: OpenRouter closed the connection")

@@ -3,16 +3,17 @@ process lives. (Daily totals, retention: tests/test_store_contract.py, on both e
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import sqlite3
+from dataclasses import astuple
 
 import pytest
 
-from app.team.db import OpenedFile, file_identity, open_database
+from app.team.db import MIGRATIONS, OpenedFile, file_identity, open_database, render
 from app.team.keys import KeyTable
 from app.team.sqlite_stores import SqliteBatchSink, SqliteUsageStore, direct
 from app.team.usage import DAY, UsageRecord, UsageWriter
+from tests.polling import wait_until_async
 
 NOW = 1_800_000_000.0 - (1_800_000_000 % DAY) + 12 * 3600  # noon UTC
 
@@ -67,10 +68,7 @@ async def test_records_are_written_in_the_background_without_a_flush_call(path):
         assert writer.queue_depth == 3
         # The promise is one second (FLUSH_INTERVAL is half of it); the deadline here is
         # generous because the test machine is shared: it checks that it happens at all.
-        deadline = time.monotonic() + 5
-        while count(path) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert count(path) == 3
+        await wait_until_async(lambda: count(path) == 3, timeout=5)
         assert writer.queue_depth == 0
     finally:
         await writer.aclose()
@@ -117,3 +115,28 @@ async def test_a_failed_write_keeps_the_records_and_logs_one_line(path, caplog):
     await writer.aclose()
     writer.sink.close()
     assert count(path) == 1001
+
+
+@pytest.mark.anyio
+async def test_a_database_of_the_first_schema_gains_the_estimated_mark(path):
+    """DESIGN §7: a stream cut before its usage chunk is recorded as estimated. A file
+    written before that mark existed is migrated; its records were reported, not estimated."""
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        old.execute(render(statement, "sqlite"))
+    old.execute("PRAGMA user_version = 1")
+    old.executemany(
+        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [astuple(record())[:-1]],
+    )
+    old.close()
+
+    writer = sqlite_writer(path)
+    writer.record(record(estimated=True))
+    await writer.aclose()
+    writer.sink.close()
+
+    connection = open_database(path)
+    marks = connection.execute("SELECT estimated FROM usage ORDER BY id").fetchall()
+    connection.close()
+    assert marks == [(0,), (1,)]

@@ -22,7 +22,7 @@ from app.api.dialect import (
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import check_answer
-from app.upstream.sse import DONE_EVENT, Kind, classify
+from app.upstream.sse import DONE_EVENT, Kind, classify, text_size
 
 FIELDS = {
     "model": STRING,
@@ -87,6 +87,17 @@ class ChatDialect(OpenAIErrors):
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "prompt_tokens", "completion_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        size = 0
+        for choice in data["choices"]:
+            delta = choice.get("delta") or {}
+            size += text_size(delta.get("content")) + text_size(delta.get("reasoning"))
+            size += text_size(delta.get("refusal"))
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                size += text_size(function.get("name")) + text_size(function.get("arguments"))
+        return size
 
     def error_event(self, error: ProxyError, model: str) -> bytes:
         """One chunk with a top-level OpenAI-shaped `error` (openai-python raises on it)

@@ -18,9 +18,18 @@ from app.api.dialect import (
 from app.errors import InvalidRequest, ProxyError
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import check_answer
-from app.upstream.sse import DONE_EVENT, Kind, decode
+from app.upstream.sse import (
+    DONE_EVENT,
+    OPTIONAL_OBJECT,
+    OPTIONAL_TEXT,
+    Kind,
+    decode,
+    text_size,
+)
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
+# The fields of a choice that clients read as text.
+_CHOICE_TEXT = ("text", "reasoning", "finish_reason")
 
 
 class CompletionsDialect(OpenAIErrors):
@@ -47,7 +56,11 @@ class CompletionsDialect(OpenAIErrors):
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode(event)
-        if kind is Kind.OTHER and data is not None and _is_content(data):
+        if kind is not Kind.OTHER or data is None:
+            return kind, data
+        if not _well_formed(data):
+            return Kind.MALFORMED, None
+        if _is_content(data):
             return Kind.CONTENT, data
         return kind, data
 
@@ -56,6 +69,9 @@ class CompletionsDialect(OpenAIErrors):
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "prompt_tokens", "completion_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        return sum(text_size(choice.get("text")) for choice in data["choices"])
 
     def error_event(self, error: ProxyError, model: str) -> bytes:
         chunk = {
@@ -67,18 +83,26 @@ class CompletionsDialect(OpenAIErrors):
         return sse_event(chunk) + DONE_EVENT
 
 
-def _is_content(data: dict[str, Any]) -> bool:
-    choices = data.get("choices")
-    if not isinstance(choices, list):
+def _well_formed(data: dict[str, Any]) -> bool:
+    """`choices` a list of objects whose `text` and `finish_reason` are strings, `usage` an
+    object: what an OpenAI SDK reads (DESIGN §5)."""
+    choices, usage = data.get("choices"), data.get("usage")
+    if not isinstance(choices, list) or not isinstance(usage, OPTIONAL_OBJECT):
         return False
-    for choice in choices:
-        if isinstance(choice, dict) and (
-            (isinstance(choice.get("text"), str) and choice["text"])
-            or choice.get("reasoning")
-            or choice.get("finish_reason") not in (None, "error")
-        ):
-            return True
-    return False
+    return all(
+        isinstance(choice, dict)
+        and all(isinstance(choice.get(name), OPTIONAL_TEXT) for name in _CHOICE_TEXT)
+        for choice in choices
+    )
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    return any(
+        choice.get("text")
+        or choice.get("reasoning")
+        or choice.get("finish_reason") not in (None, "error")
+        for choice in data["choices"]
+    )
 
 
 COMPLETIONS = CompletionsDialect()

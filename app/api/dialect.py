@@ -75,10 +75,12 @@ def needs(data: dict[str, Any], raw: bytes, image_urls: Iterable[str], *outputs:
     urls = list(image_urls)
     text_bytes = len(raw) - sum(len(url) for url in urls)
     requested = next((data[f] for f in outputs if isinstance(data.get(f), int)), 0)
+    prompt = text_bytes // 4 + IMAGE_TOKENS * len(urls)
     return Needs(
         images=bool(urls),
         tools=bool(data.get("tools")),
-        tokens=text_bytes // 4 + IMAGE_TOKENS * len(urls) + int(requested),
+        tokens=prompt + int(requested),
+        prompt_tokens=prompt,
     )
 
 

@@ -88,6 +88,9 @@ class EmbeddingsDialect(OpenAIErrors):
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "prompt_tokens", "completion_tokens")
 
+    def output(self, data: dict[str, Any]) -> int:
+        return 0  # embeddings never stream
+
     def error_event(self, error: ProxyError, model: str) -> bytes:
         raise AssertionError("embeddings never stream")
 

@@ -35,7 +35,7 @@ from app.errors import (
 )
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import parse_answer
-from app.upstream.sse import Kind, decode
+from app.upstream.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 
 FIELDS = {
     "model": STRING,
@@ -72,6 +72,15 @@ _STATUS_BY_TYPE = {
     "overloaded_error": 529,
     "api_error": 502,
 }
+# The object each event of Anthropic's stream carries (openrouter-api.md §12.3).
+_OBJECT_OF = {
+    "message_start": "message",
+    "content_block_start": "content_block",
+    "content_block_delta": "delta",
+    "message_delta": "delta",
+}
+# The fields of a content block delta that carry generated text.
+_DELTA_TEXT = ("text", "thinking", "partial_json")
 
 
 class MessagesDialect:
@@ -122,7 +131,11 @@ class MessagesDialect:
 
     def classify(self, event: bytes) -> tuple[Kind, dict[str, Any] | None]:
         kind, data = decode(event)
-        if kind is Kind.OTHER and data is not None and _is_content(data):
+        if kind is not Kind.OTHER or data is None:
+            return kind, data
+        if not _well_formed(data):
+            return Kind.MALFORMED, None
+        if _is_content(data):
             return Kind.CONTENT, data
         return kind, data
 
@@ -131,6 +144,12 @@ class MessagesDialect:
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         return openai_usage(data, "input_tokens", "output_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        delta = data.get("delta")
+        if data["type"] != "content_block_delta" or not isinstance(delta, dict):
+            return 0
+        return sum(text_size(delta.get(name)) for name in _DELTA_TEXT)
 
     def rejection(self, data: dict[str, Any], model: str) -> UpstreamError:
         error = data.get("error") if isinstance(data.get("error"), dict) else {}
@@ -169,8 +188,25 @@ def _anthropic_body(error: ProxyError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
-def _is_content(data: dict[str, Any]) -> bool:
+def _well_formed(data: dict[str, Any]) -> bool:
+    """A string `type`, and the objects each event carries as objects, with text where the
+    anthropic SDK reads text (DESIGN §5): `{"message": 5}` or `"delta": "oops"` is broken."""
     kind_of = data.get("type")
+    if not isinstance(kind_of, str):
+        return False
+    needed = _OBJECT_OF.get(kind_of)
+    if needed is not None and not isinstance(data.get(needed), dict):
+        return False
+    if not isinstance(data.get("usage"), OPTIONAL_OBJECT):
+        return False
+    delta = data.get("delta")
+    return not isinstance(delta, dict) or all(
+        isinstance(delta.get(name), OPTIONAL_TEXT) for name in _DELTA_TEXT
+    )
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    kind_of = data["type"]
     if kind_of == "content_block_delta" or kind_of == "message_stop":
         return True
     if kind_of == "message_delta":

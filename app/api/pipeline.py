@@ -114,6 +114,9 @@ class Flow:
         try:
             try:
                 return await self._steps()
+            except ProxyError as error:
+                self.cache.fail(error)  # requests following this one answer it too
+                raise
             finally:
                 if not self.streaming:
                     self.cache.release()
@@ -152,6 +155,7 @@ class Flow:
             self.caller.name,
             headers.get("cache-control"),
             may_serve=partial(services.gate.may_use, self.caller, parsed),
+            wait=services.attempts.longest(len(candidates), services.settings.total_timeout),
         )
         trace.cache = self.cache.status
         if self.cache.hit is not None:
@@ -247,7 +251,7 @@ class Flow:
         self.streaming = True
 
         async def finished(outcome: StreamOutcome) -> None:
-            trace.usage = outcome.usage
+            trace.usage = outcome.spent(parsed)
             clean = outcome.done and outcome.error is None and not outcome.cancelled
             try:
                 if clean:

@@ -25,7 +25,14 @@ from app.api.dialect import (
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import ParsedRequest, Usage
 from app.upstream.answers import parse_answer
-from app.upstream.sse import DONE_EVENT, Kind, decode, split_events
+from app.upstream.sse import (
+    DONE_EVENT,
+    OPTIONAL_OBJECT,
+    Kind,
+    decode,
+    split_events,
+    text_size,
+)
 
 FIELDS = {
     "model": STRING,
@@ -42,6 +49,8 @@ FIELDS = {
 # Events that end a stream: the answer is complete, or failed (§11.3, §11.4).
 _COMPLETE = frozenset({"response.completed", "response.incomplete"})
 _FAILED = frozenset({"response.failed", "response.error", "error"})
+# Fields that, when an event has them, are objects for every client (openrouter-api.md §11.3).
+_OBJECTS = ("response", "item", "part", "usage")
 # Output items that can arrive whole, with no delta at all (§11.3, "Proxy note").
 _WHOLE_ITEMS = frozenset({"function_call", "reasoning"})
 # openrouter-api.md §11.4: the precise reason of a failure, as an HTTP status.
@@ -93,7 +102,9 @@ class ResponsesDialect(OpenAIErrors):
             out.append(event)
             kind, data = self.classify(event)
             if kind is Kind.ERROR and data is not None and data.get("type") == "response.failed":
-                failure = _failure(data, str(data.get("response", {}).get("model", "")))
+                response = data.get("response")
+                model = response.get("model", "") if isinstance(response, dict) else ""
+                failure = _failure(data, str(model))
                 out.append(sse_event({"type": "error", **failure.body()}))
         return b"".join(out)
 
@@ -101,6 +112,8 @@ class ResponsesDialect(OpenAIErrors):
         kind, data = decode(event)
         if kind is not Kind.OTHER or data is None:
             return kind, data
+        if not _well_formed(data):
+            return Kind.MALFORMED, None
         kind_of = data.get("type")
         if kind_of in _FAILED:
             return Kind.ERROR, data
@@ -119,6 +132,9 @@ class ResponsesDialect(OpenAIErrors):
         response = data.get("response")
         source = response if isinstance(response, dict) else data
         return openai_usage(source, "input_tokens", "output_tokens")
+
+    def output(self, data: dict[str, Any]) -> int:
+        return text_size(data.get("delta"))
 
     def error_event(self, error: ProxyError, model: str) -> bytes:
         """`response.failed` for clients that follow the event types (Codex), then an
@@ -150,18 +166,31 @@ def _failure(data: dict[str, Any], model: str) -> UpstreamRejected:
     return UpstreamRejected(status, f"{model}: {message}", metadata=metadata)
 
 
-def _is_content(data: dict[str, Any]) -> bool:
+def _well_formed(data: dict[str, Any]) -> bool:
+    """A string `type`, a string `delta` on `*.delta` events (text, reasoning, tool
+    arguments), and objects where the Responses events carry objects (DESIGN §5)."""
     kind_of = data.get("type")
     if not isinstance(kind_of, str):
         return False
+    if kind_of.endswith(".delta") and not isinstance(data.get("delta"), str):
+        return False
+    for name in _OBJECTS:
+        if not isinstance(data.get(name), OPTIONAL_OBJECT):
+            return False
+    return True
+
+
+def _is_content(data: dict[str, Any]) -> bool:
+    kind_of = data["type"]
     if kind_of.endswith(".delta"):
         return True
     if kind_of in _COMPLETE:
         return True
     if kind_of in ("response.output_item.added", "response.output_item.done"):
-        item = data.get("item")
-        if isinstance(item, dict) and item.get("type") in _WHOLE_ITEMS:
-            return item.get("type") == "function_call" or bool(item.get("encrypted_content"))
+        item = data.get("item") or {}
+        item_type = item.get("type")
+        if isinstance(item_type, str) and item_type in _WHOLE_ITEMS:
+            return item_type == "function_call" or bool(item.get("encrypted_content"))
     return False
 
 

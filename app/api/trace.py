@@ -82,6 +82,7 @@ class Trace:
             cache=self.cache,
             prompt_tokens=spent.prompt_tokens or None,
             completion_tokens=spent.completion_tokens or None,
+            tokens_estimated=spent.estimated or None,
             error=error,
             ms=int(latency),
         )
@@ -103,5 +104,6 @@ class Trace:
                 cost=0.0 if hit else spent.cost,
                 latency_ms=latency,
                 ttft_ms=self.ttft_ms,
+                estimated=spent.estimated and not hit,
             )
         )

@@ -2,8 +2,9 @@
 single-flight for identical concurrent misses, and replay of stored answers.
 
 The pipeline calls it as: `eligibility` → `cache_key` → `store.get` (hit: `render_hit`) →
-`flights.join` (follower: the leader's entry is a hit) → the attempts → on a clean answer
-`is_storable` / `StreamAssembler` / `StreamRecorder` → `store.put` → `ticket.finish`.
+`flights.join` (follower: the leader's entry is a hit, its failure the follower's error) →
+the attempts → on a clean answer `is_storable` / `StreamAssembler` / `StreamRecorder` →
+`store.put` → `ticket.finish`; on an error `ticket.fail`.
 """
 
 from app.cache.flight import Flights, Ticket

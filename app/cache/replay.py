@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from app.cache.store import Entry
-from app.upstream.sse import DONE_EVENT, Kind, classify
+from app.upstream.sse import DONE_EVENT, Kind, classify, decode
 
 _MESSAGE_EXTRAS = ("refusal", "reasoning", "reasoning_details")  # replayed as their own deltas
 
@@ -302,7 +302,7 @@ class StreamRecorder:
 
 def _event_type(event: bytes) -> str | None:
     """The JSON `type` of an event's data (Responses and Messages both carry one)."""
-    kind, chunk = classify(event)
+    kind, chunk = decode(event)
     if kind is Kind.ERROR:
         return "error"
     value = chunk.get("type") if chunk is not None else None

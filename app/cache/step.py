@@ -3,7 +3,8 @@ tried, follow an identical request already in flight, keep a clean answer afterw
 
 `ResponseCache.lookup` returns a `CacheUse` that the pipeline carries to the end of the
 request: it says what `X-Cache` is, holds the hit to replay, and, for a miss that leads
-its flight, must end with `keep` (a clean answer) or `release` (anything else).
+its flight, must end with `keep` (a clean answer), `fail` (an error, which its followers
+answer too) or `release` (anything else).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app.cache.replay import Replay, StreamAssembler, StreamRecorder, render_hit
 from app.cache.storable import is_storable
 from app.cache.store import CacheStore, Entry
 from app.config import Settings
+from app.errors import ProxyError, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest
 from app.upstream.sse import split_events
 
@@ -32,6 +34,7 @@ class CacheUse:
     entry: Entry | None = None
     recorder: StreamAssembler | StreamRecorder | None = None
     dialect: Dialect | None = None
+    private: bool = True  # every follower of this flight is the same key (key scope)
 
     def tap(self, block: bytes) -> None:
         """Every block of a stream that may be kept, as upstream sent it: chat's assembler
@@ -43,8 +46,21 @@ class CacheUse:
             for event in split_events(block):
                 self.recorder.feed(event)
 
+    def fail(self, error: ProxyError) -> None:
+        """The request failed before its answer began: its followers answer the same error
+        rather than each make the call again. Under the global scope followers may be other
+        keys, so only what upstream said is shared; a refusal of this key's own (its share
+        of the free allowance) leaves the next try to a follower."""
+        if self.ticket is None:
+            return
+        if self.private or isinstance(error, UpstreamError):
+            self.ticket.fail(_for_follower(error))
+        else:
+            self.ticket.release()
+        self.ticket = None
+
     def release(self) -> None:
-        """No answer to share (an error, an abandoned request): a follower leads next."""
+        """No answer to share (an abandoned request, one not storable): a follower leads next."""
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
@@ -73,21 +89,28 @@ class ResponseCache:
         cache_control: str | None,
         *,
         may_serve: Callable[[str], Awaitable[bool]] | None = None,
+        wait: float | None = None,
     ) -> CacheUse:
         """The request's cache use. `may_serve(model)` says whether this caller may be
         answered by `model`: an entry another key stored (global scope) carries no
         permission, so one it refuses is passed over as a miss, and the usual path then
-        answers from a model the key may use or refuses it as without the cache."""
+        answers from a model the key may use or refuses it as without the cache.
+
+        Following an identical request in flight, it waits at most `wait` seconds (what
+        its own walk could take, DESIGN §12) and raises that request's error if it failed.
+        """
         route = parsed.dialect.name
         allowed = eligibility(self._mode, route, parsed.data, cache_control)
         if allowed is BYPASS:
             return NOT_USED
         key = cache_key(route, parsed.data, parsed.model, scope_for(self._scope, caller))
-        use = CacheUse(status=allowed.status, key=key, store=allowed.store)
+        use = CacheUse(
+            status=allowed.status, key=key, store=allowed.store, private=self._scope == "key"
+        )
         if allowed.lookup:
             entry = await self.store.get(key)
             if entry is None:
-                ticket = await self.flights.join(key)
+                ticket = await self._join(key, wait)
                 entry = ticket.entry
                 use.ticket = ticket if ticket.leading else None
             if entry is not None and may_serve is not None and not await may_serve(entry.model):
@@ -103,6 +126,19 @@ class ResponseCache:
                 else StreamRecorder(route)
             )
         return use
+
+    async def _join(self, key: str, wait: float | None) -> Ticket:
+        try:
+            ticket = await self.flights.join(key, wait)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The identical request this one waited for did not finish within {wait:.0f} s, "
+                "the longest this request's own attempts could have taken; retry it."
+            ) from None
+        if ticket.failure is not None:
+            assert isinstance(ticket.failure, ProxyError)  # only `CacheUse.fail` sets one
+            raise _for_follower(ticket.failure)
+        return ticket
 
     async def keep(
         self,
@@ -144,3 +180,14 @@ class ResponseCache:
         options = parsed.data.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return render_hit(entry, parsed.dialect.name, parsed.stream, include_usage)
+
+
+def _for_follower(error: ProxyError) -> ProxyError:
+    """A copy of a leader's error for one follower to answer: its own headers (each request
+    adds its own id and limits to them), without the leader's X-Proxy-Attempts: the
+    follower made no attempt. The exception's own copy protocol would call `__init__`,
+    whose arguments differ between the classes."""
+    copied = type(error).__new__(type(error), *error.args)
+    copied.__dict__.update(error.__dict__)
+    copied.headers = {k: v for k, v in error.headers.items() if k != "X-Proxy-Attempts"}
+    return copied

@@ -176,7 +176,8 @@ class Attempts:
                     if not remaining:
                         raise _with_attempts(error, tried) from None
                 continue
-            await self._cooldowns.succeeded(model, time.monotonic() - started)
+            latency = time.monotonic() - started if self._ranked(model) else None
+            await self._cooldowns.succeeded(model, latency)
             if self._recorder is not None:
                 self._recorder.attempt(model, "ok")
             return Served(result, model, tried)
@@ -185,6 +186,14 @@ class Attempts:
             wait = soonest.until - self._clock()
             raise _with_attempts(RateLimited(soonest.message, retry_after=wait), tried)
         raise _with_attempts(await self._exhausted(candidates, last), tried)
+
+    def longest(self, candidates: int, attempt_seconds: float) -> float:
+        """The longest a walk over `candidates` models may take: every attempt it may make
+        (a lone failing candidate twice, a rate-limited model up to MAX_TRIES_PER_MODEL
+        times) lasting `attempt_seconds`, the lone candidate's pause and the waits for
+        cooling models. An identical request in flight is followed no longer (DESIGN §12)."""
+        attempts = min(self._max_attempts, MAX_TRIES_PER_MODEL * max(candidates, 1))
+        return attempts * attempt_seconds + RETRY_PAUSE_SECONDS[1] + self._max_wait
 
     async def _record(self, model: str, error: UpstreamError) -> Verdict:
         """What the failure says about the model, written to the cooldown store."""
@@ -200,6 +209,12 @@ class Attempts:
         elif verdict.scope is Scope.FAILING:
             await self._cooldowns.mark_failing(model, now + FAILING_SECONDS)
         return verdict
+
+    def _ranked(self, model: str) -> bool:
+        """Only catalogue models are ranked by latency (`free`), so only their health is
+        worth keeping: ids a client made up must leave no state behind (DESIGN §6)."""
+        known = self._catalogue.loaded
+        return known is not None and model in known
 
     async def _longer_than(self, model: str, remaining: list[str]) -> list[str]:
         """The candidates whose known context length is larger than `model`'s."""

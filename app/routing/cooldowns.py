@@ -4,7 +4,9 @@ reads.
 Two marks, as DESIGN §6 separates them: *cooling* (rate-limited: skipped until its reset)
 and *failing* (a 5xx, timeout or broken answer: only moved behind the other candidates
 for a flat `FAILING_SECONDS`). Every entry expires and the maps are capped, so a flood of
-distinct model ids cannot grow the process (40,000 ids must not leave MiBs behind).
+distinct model ids cannot grow the process (40,000 ids must not leave MiBs behind); and
+a success is remembered only for a model the proxy ranks (the caller says which), so ids
+made up by clients leave nothing at all.
 
 State sits behind the small `CooldownStore` protocol so that several replicas can share it
 through Redis later; `MemoryCooldowns` is the in-process store. Times are epoch seconds
@@ -51,7 +53,9 @@ class CooldownStore(Protocol):
     async def failing(self, models: Sequence[str], now: float) -> set[str]:
         """The models of `models` marked failing at `now`."""
 
-    async def succeeded(self, model: str, latency: float) -> None: ...
+    async def succeeded(self, model: str, latency: float | None) -> None:
+        """Clear `model`'s failing mark and rate-limit streak; `latency` None: remember
+        nothing new of it (a model outside the catalogue is never ranked)."""
 
     async def failed(self, model: str) -> int:
         """Record a rate limit; return the consecutive ones, this one included (backoff)."""
@@ -111,9 +115,13 @@ class MemoryCooldowns:
             return set()
         return {m for m in models if self._failing.get(m, 0.0) > now}
 
-    async def succeeded(self, model: str, latency: float) -> None:
+    async def succeeded(self, model: str, latency: float | None) -> None:
         if self._failing:
             self._failing.pop(model, None)
+        if latency is None:
+            if (known := self._health.get(model)) is not None:
+                known.failures = 0
+            return
         health = self._health.get(model) or _Health()
         health.failures = 0
         health.latency = (

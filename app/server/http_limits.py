@@ -2,12 +2,19 @@
 
 uvicorn's httptools protocol buffers a request head of any size and waits for it forever:
 `timeout_keep_alive` only runs between requests, and `h11_max_incomplete_event_size`
-only exists for the h11 protocol. `serve` therefore runs this subclass, which
+only exists for the h11 protocol. httptools hands over a header only once it is complete,
+after gathering its value piece by piece (20 unfinished 4 MiB values cost 90 MiB, a 48 MiB
+one stalls the loop for seconds). `serve` therefore runs this subclass, which
 
-- answers 431 and closes once the request line and headers pass MAX_HEAD_BYTES, before
-  buffering more of them;
+- answers 431 and closes once the request head passes MAX_HEAD_BYTES, counting the bytes
+  received while the head is unfinished as well as the parsed request line and headers;
 - answers 408 and closes a connection whose request head is not complete HEAD_TIMEOUT
-  seconds after it opened or after its previous request began (a slow-loris client).
+  seconds after it opened or after its previous request began (a slow-loris client);
+- counts the open client connections for the open-files budget (`descriptors.py`).
+
+A refused connection ends the way RFC 9112 §9.6 asks: the answer, then a half-close, and
+what the client is still sending is read and dropped for up to LINGER_SECONDS, so that
+the client reads the answer instead of a reset.
 
 The ASGI middleware (`app/server/browser.py`) checks the header size too, for servers started
 otherwise (tests, another ASGI server).
@@ -20,8 +27,11 @@ import asyncio
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.server.browser import MAX_HEADER_BYTES
+from app.server.descriptors import Descriptors
 
 HEAD_TIMEOUT = 30.0
+# How long a refused connection may still send before it is closed.
+LINGER_SECONDS = 2.0
 # Headers plus a request line; a long URL is not what the proxy serves.
 MAX_HEAD_BYTES = MAX_HEADER_BYTES + 8 * 1024
 
@@ -42,21 +52,44 @@ class _HeadRefused(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    _head_bytes = 0
+    descriptors: Descriptors | None = None  # set by `counting`
+    _head_bytes = 0  # the request line and the headers parsed so far
+    _head_received = 0  # bytes received while the head was unfinished
+    _in_head = False
     _refused = False
     _head_timer: asyncio.TimerHandle | None = None
 
+    @classmethod
+    def counting(cls, descriptors: Descriptors) -> type[BoundedHttpToolsProtocol]:
+        """The protocol for a server whose connections count in `descriptors`."""
+        return type("CountedHttpToolsProtocol", (cls,), {"descriptors": descriptors})
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.descriptors is not None:
+            self.descriptors.clients += 1
         super().connection_made(transport)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.descriptors is not None:
+            self.descriptors.clients -= 1
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered already: read and dropped until the linger ends
+        in_head = self._in_head
+        super().data_received(data)
+        if in_head and self._in_head:  # every byte of `data` belongs to the unfinished head
+            self._head_received += len(data)
+            if self._head_received > MAX_HEAD_BYTES:
+                self._refuse(_TOO_LARGE % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
+        self._head_bytes = self._head_received = 0
+        self._in_head = True
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -68,6 +101,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         super().on_headers_complete()
 
@@ -86,7 +120,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused and not self.transport.is_closing():
             self._refused = True
             self.transport.write(response)
-            self.transport.close()
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _arm(self) -> None:
         if self._head_timer is None:

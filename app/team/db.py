@@ -62,6 +62,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX usage_time ON usage (time)",
         "CREATE INDEX usage_key_time ON usage (key, time)",
     ),
+    # A stream cut before its usage chunk is counted by what was relayed (DESIGN §7).
+    ("ALTER TABLE usage ADD COLUMN estimated {int} NOT NULL DEFAULT 0",),
     (
         # Daily totals (DESIGN §7), which `usage` and /admin/usage read so that their cost
         # does not grow with the records; built from the records already there. `day` is

@@ -51,6 +51,7 @@ class UsageRecord:
     cost: float | None  # OpenRouter's usage.cost, when it reported one
     latency_ms: float
     ttft_ms: float | None  # streams: time to the first content sent; else None
+    estimated: bool = False  # tokens counted by the proxy: a stream cut before its usage
 
 
 class BatchSink(Protocol):

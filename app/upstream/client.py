@@ -36,6 +36,7 @@ from app.upstream.deadlines import Deadline, DeadlineReader
 from app.upstream.sse import EventSplitter, Kind, split_events
 from app.upstream.transport import (
     AiohttpTransport,
+    CannotConnect,
     Transport,
     UpstreamResponse,
     proxy_for,
@@ -145,9 +146,14 @@ class OpenRouterClient:
         except ConnectionError as exc:
             if exc.errno in _LOCAL_ERRNOS:
                 raise _out_of_resources(exc) from exc
-            raise UpstreamUnreachable(
-                f"cannot reach OpenRouter at {self._base} ({exc}). "
-                "Check OPENROUTER_BASE_URL and the network."
+            if isinstance(exc, CannotConnect):
+                raise UpstreamUnreachable(
+                    f"cannot reach OpenRouter at {self._base} ({exc}). "
+                    "Check OPENROUTER_BASE_URL and the network."
+                ) from exc
+            # Connected, then reset or closed before an answer: this attempt broke (§6).
+            raise UpstreamBroken(
+                f"OpenRouter closed the connection before answering {method} {url} ({exc})"
             ) from exc
 
     async def _send(
@@ -322,6 +328,8 @@ async def _first_content(
                 raise dialect.rejection(data, model)
             if kind is Kind.DONE:
                 raise UpstreamBroken(f"{model}: the stream ended before any content")
+            if kind is Kind.MALFORMED:
+                raise malformed(model)
             if kind is Kind.CONTENT:
                 return b"".join(held) + b"".join(events[i:])
             held.append(event)
@@ -353,10 +361,17 @@ def check_event_size(splitter: EventSplitter, model: str) -> None:
         raise UpstreamBroken(f"{model}: one event from OpenRouter passed {_MIB_CAP} MiB")
 
 
+def malformed(model: str) -> UpstreamBroken:
+    """A stream event no client could read (DESIGN §5): a broken attempt before the first
+    content, the stream's end after it."""
+    return UpstreamBroken(f"{model}: OpenRouter sent a malformed stream event")
+
+
 def _out_of_resources(exc: BaseException) -> ProxyOutOfResources:
     return ProxyOutOfResources(
         f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
-        "open-files limit (ulimit -n) or the memory available to the proxy."
+        "open-files limit (ulimit -n) or the memory available to the proxy.",
+        headers={"connection": "close"},  # the client's socket is a descriptor too
     )
 
 

@@ -6,15 +6,30 @@ timer per attempt instead and cancels the reading task only if it fires while a 
 pending, the same protocol as `asyncio.timeout` (cancel, then `uncancel` into TimeoutError).
 The stream idle limit rides the same timer: `touch()` only records the time, and the timer
 re-arms itself when it fires early, so a relayed chunk costs no timer work.
+
+The timer and the time come from a `Timers` (the running loop by default), so that tests
+drive a deadline with a clock of their own instead of waiting for real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.config import Settings
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    """The clock a reader reads and sets its one timer on; an event loop is one."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +48,12 @@ class Deadline:
 
 
 class DeadlineReader:
-    """Chunks from `chunks` until `until`; raises TimeoutError once it has passed."""
+    """Chunks from `chunks` until `until` (on `timers`, the running loop unless given);
+    raises TimeoutError once it has passed."""
 
     __slots__ = (
         "_chunks",
-        "_loop",
+        "_timers",
         "_until",
         "_hard",
         "_timer",
@@ -49,9 +65,11 @@ class DeadlineReader:
         "stopped",
     )
 
-    def __init__(self, chunks: AsyncIterator[bytes], until: float) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], until: float, timers: Timers | None = None
+    ) -> None:
         self._chunks = chunks
-        self._loop = asyncio.get_running_loop()
+        self._timers = timers or asyncio.get_running_loop()
         self._until = self._hard = until
         self._expired = False
         self._reader: asyncio.Task[object] | None = None  # the task blocked in next()
@@ -59,7 +77,7 @@ class DeadlineReader:
         self._last = 0.0
         self.idle_expired = False  # the idle limit, not the deadline, ended the reading
         self.stopped = False  # `stop()` ended the reading (server shutdown)
-        self._timer = self._loop.call_at(until, self._expire)
+        self._timer = self._timers.call_at(until, self._expire)
 
     def extend_to(self, until: float) -> None:
         """Move the deadline (first byte seen: from the first-byte to the total limit).
@@ -71,12 +89,12 @@ class DeadlineReader:
     def limit_idle(self, seconds: float) -> None:
         """Also end the reading when `touch()` was not called for `seconds`."""
         self._idle = seconds
-        self._last = self._loop.time()
+        self._last = self._timers.time()
         self._arm(min(self._last + seconds, self._hard))
 
     def touch(self) -> None:
         """Data arrived: the idle limit counts from now."""
-        self._last = self._loop.time()
+        self._last = self._timers.time()
 
     def stop(self) -> None:
         """End the reading now, as a deadline would (server shutdown)."""
@@ -88,12 +106,12 @@ class DeadlineReader:
         if until != self._until and not self._expired:
             self._timer.cancel()
             self._until = until
-            self._timer = self._loop.call_at(until, self._expire)
+            self._timer = self._timers.call_at(until, self._expire)
 
     def _expire(self) -> None:
         if self._idle is not None and not self.stopped and self._until < self._hard:
             idle_end = self._last + self._idle
-            if idle_end > self._loop.time():  # data came meanwhile: wait the rest
+            if idle_end > self._timers.time():  # data came meanwhile: wait the rest
                 self._arm(min(idle_end, self._hard))
                 return
             self.idle_expired = True

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-from app.upstream.transport import UpstreamResponse, broken
+from app.upstream.transport import CannotConnect, UpstreamResponse, broken
 
 
 class HttpxTransport:
@@ -32,7 +32,9 @@ class HttpxTransport:
             response = await self._transport.handle_async_request(request)
         except httpx.TimeoutException as exc:
             raise TimeoutError(str(exc) or "connect timeout") from exc
-        except httpx.HTTPError as exc:
+        except httpx.ConnectError as exc:  # refused, DNS, TLS: never connected
+            raise broken(exc, CannotConnect) from exc
+        except httpx.HTTPError as exc:  # ReadError, RemoteProtocolError: broke after connecting
             raise broken(exc) from exc
         return _HttpxResponse(response)
 

@@ -2,8 +2,9 @@
 on the side; always end with `data: [DONE]` and always close the upstream connection.
 
 Once the first content event has been sent the model cannot change any more (Go's
-ReverseProxy: "all we can do is abort"), so an upstream failure becomes one in-band error
-event, OpenAI-shaped so SDKs raise it, followed by `[DONE]`.
+ReverseProxy: "all we can do is abort"), so an upstream failure (a broken connection, a
+stall, an event no client could read) becomes one in-band error event in the route's
+format, so SDKs raise it, followed by its terminator (`[DONE]`).
 """
 
 from __future__ import annotations
@@ -18,28 +19,15 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
-from app.request import Dialect, Usage
+from app.request import Dialect, ParsedRequest, Usage
 from app.server.shutdown import OpenStreams
-from app.upstream.client import OpenedStream, check_event_size, next_chunk
+from app.upstream.client import OpenedStream, check_event_size, malformed, next_chunk
 from app.upstream.sse import Kind, split_events
-
-# Bytes that mark an event worth parsing; content deltas are skipped unparsed. They cover
-# every dialect: usage, errors, the end, and each API's finishing event.
-_MARKERS = (
-    b"[DONE]",
-    b'"error"',
-    b'"usage"',
-    b'"finish_reason":"',
-    b'"finish_reason": "',
-    b"response.completed",
-    b"response.incomplete",
-    b"message_stop",
-)
 
 
 @dataclass(slots=True)
 class StreamOutcome:
-    """What the side-scan saw; read by logging, usage and the cache."""
+    """What the side-scan saw; read by logging, usage, quotas and the cache."""
 
     dialect: Dialect
     done: bool = False
@@ -47,25 +35,45 @@ class StreamOutcome:
     usage: Usage | None = None
     finished: bool = False
     cancelled: bool = False
+    malformed: bool = False
+    output: int = 0  # bytes of generated text relayed (DESIGN §7)
 
-    def scan(self, block: bytes) -> None:
-        """Look only at events that can matter."""
-        if any(marker in block for marker in _MARKERS):
-            self._scan_events(block)
-
-    def _scan_events(self, block: bytes) -> None:
+    def scan(self, block: bytes) -> bytes:
+        """`block` up to a malformed event, which ends the stream, or up to `[DONE]`;
+        every event is read on the way, for the end, errors, usage and the text relayed."""
+        kept = 0
         for event in split_events(block):
             kind, data = self.dialect.classify(event)
+            if kind is Kind.MALFORMED:
+                self.malformed = True
+                return block[:kept]
+            kept += len(event)
             if kind is Kind.DONE:
                 self.done = True
-            elif data is not None:
-                if kind is Kind.ERROR:
-                    error = data.get("error")
-                    self.error = error if isinstance(error, dict) else {"message": str(error)}
-                if (usage := self.dialect.usage(data)) is not None:
-                    self.usage = usage
-                if self.dialect.finished(data):
-                    self.finished = True
+                return block[:kept]
+            if data is None:
+                continue
+            if kind is Kind.ERROR:
+                error = data.get("error")
+                self.error = error if isinstance(error, dict) else {"message": str(error)}
+            else:
+                self.output += self.dialect.output(data)
+                self.finished = self.finished or self.dialect.finished(data)
+            if (usage := self.dialect.usage(data)) is not None:
+                self.usage = usage
+        return block
+
+    def spent(self, request: ParsedRequest) -> Usage:
+        """The usage OpenRouter reported; for a stream cut before it (the client left, the
+        upstream broke or stalled), what was relayed at 4 bytes a token and the request's
+        own prompt estimate, marked as estimated (DESIGN §7)."""
+        if self.usage is not None:
+            return self.usage
+        return Usage(
+            prompt_tokens=request.needs.prompt_tokens,
+            completion_tokens=-(-self.output // 4),
+            estimated=True,
+        )
 
 
 async def relay(
@@ -85,12 +93,12 @@ async def relay(
     if streams is not None:
         streams.add(reader)
     try:
-        outcome.scan(opened.head)
+        head = outcome.scan(opened.head)
         if tap is not None:
-            tap(opened.head)
-        if head := dialect.relayed(opened.head, include_usage):
+            tap(head)
+        if head := dialect.relayed(head, include_usage):
             yield head
-        while not outcome.done:
+        while not outcome.done and not outcome.malformed:
             chunk = await next_chunk(reader, opened.model)
             if chunk is None:
                 break
@@ -100,12 +108,16 @@ async def relay(
                 block = opened.redactor.bytes(block)
                 if b"data:" in block:
                     reader.touch()  # keep-alive comments do not count as activity
-                outcome.scan(block)
+                block = outcome.scan(block)
                 if tap is not None:
                     tap(block)
                 if block := dialect.relayed(block, include_usage):
                     yield block
-        if outcome.done:
+        if outcome.malformed:
+            failure = malformed(opened.model)
+            outcome.error = failure.body()["error"]
+            yield dialect.error_event(failure, opened.model)
+        elif outcome.done:
             await opened.drain()
         elif outcome.error is None and outcome.finished:
             outcome.done = True  # finished for real; only the terminator was missing
