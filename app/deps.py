@@ -18,6 +18,8 @@ from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import CooldownStore
 from app.server.descriptors import Descriptors
 from app.server.shutdown import OpenStreams
+from app.status.activity import Activity
+from app.status.snapshot import StatusBoard
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
 from app.team.database import Database
@@ -43,6 +45,8 @@ class Services:
     counter: TokenCounter  # answers count_tokens; remembers whether OpenRouter serves it
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
     descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
+    activity: Activity = field(default_factory=Activity)  # what the status page shows
+    status: StatusBoard = field(default_factory=StatusBoard)  # the one snapshot, DESIGN §13
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -28,6 +28,10 @@ from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.server.descriptors import Descriptors
+from app.status.activity import Activity, Recorders
+from app.status.routes import StatusAccess
+from app.status.routes import router as status_router
+from app.status.sessions import LoginLimiter, MemorySessions
 from app.team.budget import MemoryBudget, refresh
 from app.team.database import Database, open_team
 from app.team.gate import Gate
@@ -71,6 +75,7 @@ def create_app(
         Flights(),
     )
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
+    activity = Activity(clock)
     services = Services(
         settings=settings,
         clock=clock,
@@ -79,7 +84,12 @@ def create_app(
         cooldowns=cooldowns,
         router=Router(settings, catalogue, cooldowns),
         attempts=Attempts(
-            cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts, metrics
+            cooldowns,
+            catalogue,
+            clock,
+            settings.max_wait,
+            settings.max_attempts,
+            Recorders(metrics, activity),
         ),
         team=team,
         gate=gate,
@@ -88,6 +98,7 @@ def create_app(
         metrics=metrics,
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
         descriptors=descriptors,
+        activity=activity,
     )
 
     @asynccontextmanager
@@ -117,6 +128,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(admin.router)
+    app.include_router(status_router)
+    app.state.status_access = StatusAccess(MemorySessions(), LoginLimiter())
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
 

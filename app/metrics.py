@@ -212,14 +212,15 @@ class Metrics:
         known = self._known()
         if known is not None:
             self._settle()
+        # Gauges of shared state come from the status snapshot (DESIGN §13).
+        snapshot = await services.status.get(services, current=True)
         if known is not None:
-            ids = list(known)
-            scraped.catalogue_models = len(ids)
-            scraped.cooling = len(await services.cooldowns.cooling(ids, now))
-            scraped.failing = len(await services.cooldowns.failing(ids, now))
-        budget = await services.budget.snapshot(None, now)
-        scraped.free_left = budget["account_remaining_today"]
-        scraped.free_limit = budget["account_limit_today"]
+            scraped.catalogue_models = len(known)
+            cooling = snapshot["cooling"]
+            scraped.cooling = sum(1 for m, until in cooling.items() if m in known and until > now)
+            scraped.failing = sum(1 for m in snapshot["failing"] if m in known)
+        scraped.free_left = snapshot["free_budget"]["remaining_today"]
+        scraped.free_limit = snapshot["free_budget"]["limit_today"]
         stats = services.cache.store.stats()
         coalesced = services.cache.flights.coalesced
         scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)

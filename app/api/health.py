@@ -29,6 +29,16 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: each named check says what is wrong and what to do (DESIGN §11)."""
+    checks = await ready_checks(services)
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    return JSONResponse(
+        {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks},
+        status_code=503 if failing else 200,
+    )
+
+
+async def ready_checks(services: Services) -> dict[str, Check]:
+    """Every check by name; the status page shows the same (DESIGN §13)."""
     checks: dict[str, Check] = {
         "upstream_key": _upstream_key(services),
         "catalogue": await _catalogue(services),
@@ -36,11 +46,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     }
     if services.settings.redis_url is not None:
         checks["redis"] = await _redis(services.settings.redis_url)
-    failing = [name for name, check in checks.items() if not check["ok"]]
-    return JSONResponse(
-        {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks},
-        status_code=503 if failing else 200,
-    )
+    return checks
 
 
 def _upstream_key(services: Services) -> Check:

@@ -37,7 +37,10 @@ async def retrieve_model(model_id: str, services: ServicesDep, _: ReaderDep) -> 
 
 async def _cards(services: Services) -> list[dict[str, Any]]:
     models = await services.catalogue.models()
-    cooling = await services.cooldowns.cooling(list(models), services.clock())
+    now = services.clock()
+    # The status snapshot's cooldowns (DESIGN §13); a mark that ended since it was taken is over.
+    snapshot = await services.status.get(services, current=True)
+    cooling = {m: until for m, until in snapshot["cooling"].items() if until > now}
     cards = [_upstream_card(info, cooling.get(info.id), services) for info in models.values()]
     free_pool = await services.router.free_pool(None)
     cards.append(_virtual_card(FREE, "Every free chat model, best first", free_pool, True))

@@ -102,6 +102,7 @@ class Flow:
             started=time.monotonic(),
             arrived=services.clock(),
             metrics=services.metrics,
+            activity=services.activity,
             recorded=not counting,
         )
         REQUEST_ID.set(self.trace.id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from app.metrics import Metrics
 from app.request import Usage
 from app.request_log import log_request
+from app.status.activity import Activity
 from app.team.usage import UsageRecord, UsageWriter
 
 
@@ -30,6 +31,7 @@ class Trace:
     upstream_ms: float | None = None  # the last (on success: the answering) attempt
     answered_ms: float | None = None  # when the first byte went to the client
     metrics: Metrics | None = None
+    activity: Activity | None = None  # the status page's recent activity (DESIGN §13)
     recorded: bool = True  # False: logged, but no usage record (count_tokens, DESIGN §4)
     written: bool = False
 
@@ -69,6 +71,19 @@ class Trace:
                 latency,
                 self.ttft_ms,
                 self.answered_ms - (self.upstream_ms or 0.0) if answered else None,
+            )
+        if self.activity is not None:
+            self.activity.finished(
+                key=self.key,
+                route=self.route,
+                model=self.model,
+                served=self.served,
+                status=status,
+                error=error,
+                latency_ms=latency,
+                overhead_ms=self.answered_ms - (self.upstream_ms or 0.0)
+                if self.served is not None
+                else None,
             )
         log_request(
             id=self.id,

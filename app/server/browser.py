@@ -115,7 +115,7 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = host = fetch_site = None
+        origin = host = fetch_site = fetch_mode = None
         size = 0
         for name, value in scope["headers"]:
             size += len(name) + len(value)
@@ -125,11 +125,22 @@ class BrowserGuard:
                 host = value
             elif name == b"sec-fetch-site":
                 fetch_site = value
-        refusal = self._refusal(size, origin, host, fetch_site)
+            elif name == b"sec-fetch-mode":
+                fetch_mode = value
+        if (
+            fetch_site == b"cross-site"
+            and origin is None
+            and _navigates_to_status(scope, fetch_mode)
+        ):
+            fetch_site = None  # a link to the status page from a wiki: it only shows the page
+        same_origin = origin is not None and (
+            fetch_site == b"same-origin" or (host is not None and _same_origin(scope, origin, host))
+        )
+        refusal = self._refusal(size, None if same_origin else origin, host, fetch_site)
         if refusal is not None:
             await error_response(refusal)(scope, receive, send)
             return
-        if origin is None:
+        if origin is None or same_origin:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
@@ -199,6 +210,25 @@ def _with_cors(send: Send, origin: bytes) -> Send:
         await send(message)
 
     return send_with_cors
+
+
+# Pages a top-level navigation from another site may open (DESIGN §13): GET only, and they
+# show the login form or the page, never change anything.
+_NAVIGABLE = frozenset({"/", "/status"})
+
+
+def _navigates_to_status(scope: Scope, fetch_mode: bytes | None) -> bool:
+    return fetch_mode == b"navigate" and scope["method"] == "GET" and scope["path"] in _NAVIGABLE
+
+
+def _same_origin(scope: Scope, origin: bytes, host: bytes) -> bool:
+    """The request comes from a page this server served (the status page's own forms and
+    event stream): its `Origin` is this request's scheme and `Host`, or the browser marks it
+    `Sec-Fetch-Site: same-origin` (with `Referrer-Policy: no-referrer` a form's POST carries
+    `Origin: null`). The `Host` is checked against the allowed names as always, so a
+    rebinding name gains nothing."""
+    scheme = scope.get("scheme", "http")
+    return origin.lower() == f"{scheme}://".encode() + host.lower()
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

@@ -26,6 +26,10 @@ class OpenStreams:
     def __init__(self) -> None:
         self._readers: set[DeadlineReader] = set()
         self.stopping = False
+        # Status page event streams (app/status/events.py): they carry no answer, so they
+        # end as soon as shutdown begins rather than holding the grace period.
+        self.listeners: set[asyncio.Event] = set()
+        self.listeners_ended = False
 
     def add(self, reader: DeadlineReader) -> None:
         if self.stopping:
@@ -38,9 +42,15 @@ class OpenStreams:
     def __len__(self) -> int:
         return len(self._readers)
 
+    def end_listeners(self) -> None:
+        self.listeners_ended = True
+        for ended in list(self.listeners):
+            ended.set()
+
     def end_all(self) -> None:
         """End every open stream as a deadline would; the relays write the error event."""
         self.stopping = True
+        self.end_listeners()
         for reader in list(self._readers):
             reader.stop()
 
@@ -62,6 +72,7 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         grace = self.config.timeout_graceful_shutdown or 0.0
         loop = asyncio.get_running_loop()
+        self._streams.end_listeners()
         timer = loop.call_later(max(grace - END_MARGIN_SECONDS, 0.0), self._streams.end_all)
         try:
             await super().shutdown(sockets)
