@@ -35,7 +35,7 @@ COLUMNS = (
     "time, key, route, requested_model, served_model, attempts, status, stream, cache, "
     "prompt_tokens, completion_tokens, cost, latency_ms, ttft_ms"
 )
-BACKFILL = MIGRATIONS[1][1]  # INSERT INTO usage_daily … SELECT … FROM usage GROUP BY …
+BACKFILL = MIGRATIONS[2][1]  # migration 3: INSERT INTO usage_daily … SELECT … GROUP BY …
 QUERIES = 20
 COMMANDS = 5
 # For comparison: the same 14 days summed from the records themselves, as `usage` did
