@@ -79,7 +79,7 @@ def create_app(
         upstream=upstream,
         catalogue=catalogue,
         cooldowns=cooldowns,
-        router=Router(settings, catalogue, cooldowns),
+        router=Router(settings, catalogue, cooldowns, clock),
         attempts=Attempts(
             cooldowns, catalogue, clock, settings.max_wait, settings.max_attempts, metrics
         ),

@@ -215,8 +215,8 @@ class Metrics:
         if known is not None:
             ids = list(known)
             scraped.catalogue_models = len(ids)
-            scraped.cooling = len(await services.cooldowns.cooling(ids, now))
-            scraped.failing = len(await services.cooldowns.failing(ids, now))
+            states = await services.cooldowns.snapshot(ids, now)
+            scraped.cooling, scraped.failing = len(states.cooling), len(states.failing)
         budget = await services.budget.snapshot(None, now)
         scraped.free_left = budget["account_remaining_today"]
         scraped.free_limit = budget["account_limit_today"]

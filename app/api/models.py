@@ -37,7 +37,7 @@ async def retrieve_model(model_id: str, services: ServicesDep, _: ReaderDep) -> 
 
 async def _cards(services: Services) -> list[dict[str, Any]]:
     models = await services.catalogue.models()
-    cooling = await services.cooldowns.cooling(list(models), services.clock())
+    cooling = (await services.cooldowns.snapshot(list(models), services.clock())).cooling
     cards = [_upstream_card(info, cooling.get(info.id), services) for info in models.values()]
     free_pool = await services.router.free_pool(None)
     cards.append(_virtual_card(FREE, "Every free chat model, best first", free_pool, True))
