@@ -30,7 +30,7 @@ from app.server.browser import BrowserGuard
 from app.server.descriptors import Descriptors
 from app.team.budget import MemoryBudget, refresh
 from app.team.gate import Gate
-from app.team.quotas import MemoryQuotas
+from app.team.quotas import MemoryQuotas, QuotaStore
 from app.team.store import Team
 from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
@@ -60,7 +60,6 @@ def create_app(
     cooldowns = MemoryCooldowns(clock)
     team = Team(settings.db_path, clock=clock)
     quotas = MemoryQuotas(clock)
-    _seed_quotas(team, quotas, clock())
     gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
     budget = MemoryBudget(
         settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
@@ -95,6 +94,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.team.start()
+        await _seed_quotas(team, quotas, clock())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
@@ -121,12 +121,12 @@ def create_app(
     return app
 
 
-def _seed_quotas(team: Team, quotas: MemoryQuotas, now: float) -> None:
+async def _seed_quotas(team: Team, quotas: QuotaStore, now: float) -> None:
     """Quotas live in memory: today's `rpd`/`tpd` counts start from the usage records, so
     a restart does not reset them (DESIGN §7)."""
     for key in team.keyring.keys():
         if key.revoked is None and (key.rpd is not None or key.tpd is not None):
-            quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)
+            await quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)
 
 
 def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:

@@ -214,7 +214,7 @@ class Flow:
         body, counted_by = await services.counter.count(parsed, model, trace.id)
         trace.served = counted_by
         trace.finish(services.team.usage, 200)  # the log line; `recorded` is off
-        headers = await services.gate.quotas.ratelimit_headers(self.caller.key, services.clock())
+        headers = await services.gate.ratelimit_headers(self.caller)
         headers.update(self._headers(counted_by, 1 if counted_by else 0))
         return Response(body, media_type="application/json", headers=headers)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.errors import RateLimited, UpstreamError
 from app.redaction import Redactor
@@ -19,7 +18,7 @@ from app.routing.catalogue import Catalogue, ModelInfo
 from app.team import free_only
 from app.team.auth import Caller
 from app.team.budget import BudgetStore, allowance_message
-from app.team.quotas import QuotaStore
+from app.team.quotas import QuotaStore, ratelimit_headers
 from app.team.store import Team
 
 # A key counts as active for the fair share when created or used this recently (DESIGN §7).
@@ -36,17 +35,18 @@ class Hold:
 
 @dataclass(slots=True)
 class Admission:
-    """A request the quotas let in: its slot, and the `x-ratelimit-*` headers it carries."""
+    """A request the quotas let in: its lease, and the `x-ratelimit-*` headers it carries."""
 
     caller: Caller
-    release: Callable[[], Any]
+    quotas: QuotaStore
+    lease: int | None
     headers: dict[str, str] = field(default_factory=dict)
-    released: bool = False
 
     async def done(self) -> None:
-        if not self.released:
-            self.released = True
-            await self.release()
+        """Hand the concurrency lease back; later calls do nothing."""
+        lease, self.lease = self.lease, None
+        if lease is not None and self.caller.key is not None:
+            await self.quotas.release(self.caller.key, lease)
 
 
 class Gate:
@@ -95,14 +95,21 @@ class Gate:
             if reason is not None:
                 refusal = free_only.forbidden(key.name, [free_only.Skipped("", reason, True)])
                 # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
-                refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+                refusal.headers.update(await self.ratelimit_headers(caller))
                 raise refusal
         try:
-            ticket = await self.quotas.admit(key, now)
+            grant = await self.quotas.admit(key, now)
         except RateLimited as refusal:
-            refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+            refusal.headers.update(await self.ratelimit_headers(caller))
             raise
-        return Admission(caller, ticket.release, await self.quotas.ratelimit_headers(key, now))
+        return Admission(caller, self.quotas, grant.lease, ratelimit_headers(grant.views, now))
+
+    async def ratelimit_headers(self, caller: Caller) -> dict[str, str]:
+        """The caller's `x-ratelimit-*` headers now, counting nothing."""
+        if caller.key is None:
+            return {}
+        now = self._clock()
+        return ratelimit_headers(await self.quotas.snapshot(caller.key, now), now)
 
     async def allowed(
         self, caller: Caller, parsed: ParsedRequest, names: Sequence[str]
@@ -123,7 +130,7 @@ class Gate:
         if not kept:
             refusal = free_only.forbidden(key.name, skipped)
             # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
-            refusal.headers.update(await self.quotas.ratelimit_headers(key, self._clock()))
+            refusal.headers.update(await self.ratelimit_headers(caller))
             raise refusal
         return kept
 
