@@ -28,7 +28,8 @@ from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.server.descriptors import Descriptors
-from app.team.budget import MemoryBudget, refresh
+from app.team.budget import BudgetStore, MemoryBudget, refresh
+from app.team.fair_share import ACTIVE_SECONDS
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas, QuotaStore
 from app.team.store import Team
@@ -60,12 +61,8 @@ def create_app(
     cooldowns = MemoryCooldowns(clock)
     team = Team(settings.db_path, clock=clock)
     quotas = MemoryQuotas(clock)
-    gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
-    budget = MemoryBudget(
-        settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
-    )
+    budget = MemoryBudget(settings.upstream_rpm, settings.upstream_rpd)
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
-    gate_keys.append(gate)
     cache = ResponseCache(
         settings,
         MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
@@ -94,7 +91,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.team.start()
-        await _seed_quotas(team, quotas, clock())
+        await _seed(team, quotas, budget, clock())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
@@ -121,9 +118,14 @@ def create_app(
     return app
 
 
-async def _seed_quotas(team: Team, quotas: QuotaStore, now: float) -> None:
-    """Quotas live in memory: today's `rpd`/`tpd` counts start from the usage records, so
-    a restart does not reset them (DESIGN §7)."""
+async def _seed(team: Team, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:
+    """Start the stores from the usage records, so a restart does not reset today's
+    `rpd`/`tpd` counts nor forget which keys share the free allowance (DESIGN §7)."""
+    for name, last in team.keys.connection.execute(
+        "SELECT key, MAX(time) FROM usage WHERE key IS NOT NULL AND time >= ? GROUP BY key",
+        (now - ACTIVE_SECONDS,),
+    ).fetchall():
+        await budget.mark_active(name, last)
     for key in team.keyring.keys():
         if key.revoked is None and (key.rpd is not None or key.tpd is not None):
             await quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)

@@ -217,7 +217,7 @@ class Metrics:
             scraped.catalogue_models = len(ids)
             states = await services.cooldowns.snapshot(ids, now)
             scraped.cooling, scraped.failing = len(states.cooling), len(states.failing)
-        budget = await services.budget.snapshot(None, now)
+        budget = await services.gate.free_budget(None)
         scraped.free_left = budget["account_remaining_today"]
         scraped.free_limit = budget["account_limit_today"]
         stats = services.cache.store.stats()

@@ -592,7 +592,7 @@ def test_a_hit_spends_no_budget_counts_for_rpm_rpd_not_tpd_and_records_a_free_hi
 
         def measure() -> tuple[Any, Any]:
             now = found.clock()
-            budget = on_loop(proxy, found.budget.snapshot("alice", now))
+            budget = on_loop(proxy, found.gate.free_budget("alice"))
             quotas = on_loop(proxy, found.gate.quotas.snapshot(key, now))
             return budget, quotas
 

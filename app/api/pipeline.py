@@ -140,7 +140,7 @@ class Flow:
         if not self.counting:  # a count is never cached
             self.cache = services.cache.status(parsed, headers.get("cache-control"))
             trace.cache = self.cache.status
-        self.caller = services.gate.authenticate(
+        self.caller = await services.gate.authenticate(
             headers.get("authorization"), headers.get("x-api-key")
         )
         trace.key = self.caller.name

@@ -24,9 +24,10 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from app.free_tier import is_free_variant
 from app.request_log import REQUEST_ID
 from app.routing.catalogue import Catalogue
-from app.routing.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
+from app.routing.cooldowns import FAILING_SECONDS, CooldownStore
 from app.routing.policy import Next, Scope, Verdict, cooldown_until, judge
 
 T = TypeVar("T")

@@ -24,7 +24,8 @@ from typing import Protocol
 
 from cachetools import TLRUCache, TTLCache
 
-FREE_SUFFIX = ":free"
+from app.free_tier import is_free_variant
+
 # How long a model that failed (not rate-limited) is tried after the others.
 FAILING_SECONDS = 15.0
 # How long a model's health (latency, consecutive 429s) is remembered after its last use.
@@ -33,11 +34,6 @@ HEALTH_SECONDS = 3_600.0
 MAX_TRACKED_MODELS = 4_096
 # Weight of the newest latency sample in the moving average used for ordering.
 _LATENCY_WEIGHT = 0.3
-
-
-def is_free_variant(model: str) -> bool:
-    """The account-wide free-tier limits apply to `:free` ids only (openrouter-api.md §5)."""
-    return model.endswith(FREE_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from app.errors import RateLimited, UpstreamError
+from app.free_tier import spends_allowance
 from app.redaction import Redactor
 from app.request import ParsedRequest
 from app.routing.catalogue import Catalogue, ModelInfo
 from app.team import free_only
 from app.team.auth import Caller
-from app.team.budget import BudgetStore, allowance_message
+from app.team.budget import BudgetStore, BudgetView, allowance_message
 from app.team.quotas import QuotaStore, ratelimit_headers
 from app.team.store import Team
-
-# A key counts as active for the fair share when created or used this recently (DESIGN §7).
-ACTIVE_SECONDS = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +63,8 @@ class Gate:
         self._catalogue = catalogue
         self._redactor = redactor
         self._clock = clock
-        # When each key last called: seeded from the usage records, so a restart does not
-        # forget who is active.
-        self._last_used: dict[str, float] = dict(
-            team.keys.connection.execute(
-                "SELECT key, MAX(time) FROM usage WHERE key IS NOT NULL AND time >= ? GROUP BY key",
-                (clock() - ACTIVE_SECONDS,),
-            ).fetchall()
-        )
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
+    async def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
         """The caller, or InvalidKey (401). The secret that authenticated joins the
         redactor; nothing else a client sends does (DESIGN §5)."""
         caller = self.team.keyring.authenticate(authorization, x_api_key)
@@ -83,7 +73,7 @@ class Gate:
             # open mode, is whatever text a client likes, and redacting it would let one
             # client rewrite every stream. So the set holds at most one secret per key.
             self._redactor.add(caller.secret)
-            self._last_used[caller.key.name] = self._clock()
+            await self.budget.mark_active(caller.key.name, self._clock())  # shares the allowance
         return caller
 
     async def admit(self, caller: Caller, parsed: ParsedRequest) -> Admission:
@@ -146,30 +136,25 @@ class Gate:
     async def spend(self, caller: Caller, model: str) -> Hold | None:
         """Count one attempt on `model` against the free allowance, or say until when the
         allowance (the account's, or this key's fair share) holds it back."""
-        now = self._clock()
-        until = await self.budget.try_spend(caller.name, model, now)
-        if until is None:
+        if not spends_allowance(model):
             return None
-        refusal = await self.budget.refusal(caller.name, now)
-        message = (
-            allowance_message(refusal, now, caller.name)
-            if refusal is not None
-            else "The account's free-model allowance is used up for now."
-        )
-        return Hold(until, message)
+        now = self._clock()
+        refusal = await self.budget.take(caller.name, self.members(), now)
+        if refusal is None:
+            return None
+        return Hold(refusal.until, allowance_message(refusal, now, caller.name))
 
     async def tokens(self, caller: Caller, count: int) -> None:
         await self.quotas.add_tokens(caller.key, count, self._clock())
 
-    def active_keys(self) -> list[str]:
-        """Keys that share the free allowance: not revoked, created or used lately."""
-        since = self._clock() - ACTIVE_SECONDS
-        return [
-            key.name
-            for key in self.team.keyring.keys()
-            if key.revoked is None
-            and (key.created >= since or self._last_used.get(key.name, 0.0) >= since)
-        ]
+    def members(self) -> dict[str, float]:
+        """The keys that may share the free allowance (not revoked), with when each was
+        created; `fair_share.active_keys` picks the active ones."""
+        return {key.name: key.created for key in self.team.keyring.keys() if key.revoked is None}
+
+    async def free_budget(self, key_name: str | None) -> BudgetView:
+        """The free allowance as `key_name` sees it, counting nothing."""
+        return await self.budget.snapshot(key_name, self.members(), self._clock())
 
     async def _models(self) -> dict[str, ModelInfo]:
         try:
