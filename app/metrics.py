@@ -220,7 +220,7 @@ class Metrics:
         budget = await services.gate.free_budget(None)
         scraped.free_left = budget["account_remaining_today"]
         scraped.free_limit = budget["account_limit_today"]
-        stats = services.cache.store.stats()
+        stats = await services.cache.store.stats()
         coalesced = services.cache.flights.coalesced
         scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
         scraped.usage_queue = services.team.usage.queue_depth
