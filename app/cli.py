@@ -21,8 +21,8 @@ from app import __version__
 from app.config import ConfigError, Settings, load_settings
 from app.errors import ProxyError, UpstreamRejected
 from app.team.commands import add_commands
+from app.team.database import keys_exist
 from app.team.db import DatabaseError
-from app.team.keys import keys_exist
 from app.upstream.client import OpenRouterClient
 
 # Seconds open requests may run on after SIGTERM; streams still open then end cleanly.
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> None:
     from app.server.shutdown import run_server
 
     settings = load_settings(args.config, host=args.host, port=args.port)
-    if not keys_exist(settings.db_path):
+    if not asyncio.run(keys_exist(settings)):
         check_bind(settings)
     configure_logging(settings.log_level, settings.log_format, server=True)
     raise_open_files_limit()

@@ -63,7 +63,20 @@ class Settings(BaseSettings):
     host: str = _setting("PROXY_HOST", "127.0.0.1", "Bind address.")
     port: int = _setting("PROXY_PORT", 8080, "Bind port.", ge=1, le=65535)
     db_path: Path = _setting(
-        "PROXY_DB_PATH", Path("./openrouter-proxy.db"), "SQLite file for keys and usage."
+        "PROXY_DB_PATH",
+        Path("./openrouter-proxy.db"),
+        "SQLite file for keys and usage (when PROXY_DATABASE_URL is unset).",
+    )
+    database_url: SecretStr | None = _setting(
+        "PROXY_DATABASE_URL",
+        None,
+        "postgresql://… : keys and usage in Postgres, for replicas on several machines.",
+    )
+    usage_retention_days: int = _setting(
+        "PROXY_USAGE_RETENTION_DAYS",
+        90,
+        "Days usage records are kept (the daily totals are kept for good).",
+        ge=1,
     )
     allow_open: bool = _setting(
         "PROXY_ALLOW_OPEN", False, "Allow a non-loopback bind while no client keys exist."
@@ -151,7 +164,7 @@ class Settings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("admin_key", "redis_url", mode="before")
+    @field_validator("admin_key", "redis_url", "database_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -174,6 +187,7 @@ class Settings(BaseSettings):
         "cors_origins",
         "allowed_hosts",
         "redis_url",
+        "database_url",
         mode="before",
     )
     @classmethod
@@ -196,6 +210,15 @@ class Settings(BaseSettings):
         if not parts.hostname:
             raise ValueError("has no host name")
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must start with postgresql:// (SQLite is set by PROXY_DB_PATH)")
+        return value
 
     @field_validator("host")
     @classmethod
@@ -297,6 +320,6 @@ def describe_validation_error(exc: ValidationError) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     reason = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    secret = env_name(field) in ("OPENROUTER_API_KEY", "PROXY_ADMIN_KEY")
+    secret = env_name(field) in ("OPENROUTER_API_KEY", "PROXY_ADMIN_KEY", "PROXY_DATABASE_URL")
     shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
     return f"invalid setting {env_name(field)}: {reason}{shown}"

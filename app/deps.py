@@ -20,8 +20,8 @@ from app.server.descriptors import Descriptors
 from app.server.shutdown import OpenStreams
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
+from app.team.database import Database
 from app.team.gate import Gate
-from app.team.store import Team
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 
@@ -35,7 +35,7 @@ class Services:
     cooldowns: CooldownStore
     router: Router
     attempts: Attempts
-    team: Team
+    team: Database
     gate: Gate
     budget: BudgetStore
     cache: ResponseCache

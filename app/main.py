@@ -29,11 +29,10 @@ from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.server.descriptors import Descriptors
 from app.team.budget import BudgetStore, MemoryBudget, refresh
+from app.team.database import Database, open_team
 from app.team.fair_share import ACTIVE_SECONDS
 from app.team.gate import Gate
 from app.team.quotas import MemoryQuotas, QuotaStore
-from app.team.store import Team
-from app.team.usage import usage_today
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.transport import AiohttpTransport, Transport, proxy_for
@@ -59,7 +58,7 @@ def create_app(
     )
     catalogue = Catalogue(upstream, clock)
     cooldowns = MemoryCooldowns(clock)
-    team = Team(settings.db_path, clock=clock)
+    team = open_team(settings, clock=clock)
     quotas = MemoryQuotas(clock)
     budget = MemoryBudget(settings.upstream_rpm, settings.upstream_rpd)
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
@@ -90,8 +89,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        services.team.start()
-        await _seed(team, quotas, budget, clock())
+        await services.team.start()
+        await _seed(services.team, quotas, budget, clock())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
@@ -118,17 +117,14 @@ def create_app(
     return app
 
 
-async def _seed(team: Team, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:
-    """Start the stores from the usage records, so a restart does not reset today's
-    `rpd`/`tpd` counts nor forget which keys share the free allowance (DESIGN §7)."""
-    for name, last in team.keys.connection.execute(
-        "SELECT key, MAX(time) FROM usage WHERE key IS NOT NULL AND time >= ? GROUP BY key",
-        (now - ACTIVE_SECONDS,),
-    ).fetchall():
+async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:
+    """Start the stores from the usage kept in the database, so a restart does not reset
+    today's `rpd`/`tpd` counts nor forget which keys share the free allowance (DESIGN §7)."""
+    for name, last in (await team.usage_store.last_used(now - ACTIVE_SECONDS, now)).items():
         await budget.mark_active(name, last)
     for key in team.keyring.keys():
         if key.revoked is None and (key.rpd is not None or key.tpd is not None):
-            await quotas.seed(key.name, *usage_today(team.keys.connection, key.name, now=now), now)
+            await quotas.seed(key.name, *await team.usage_store.today(key.name, now), now)
 
 
 def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter
 from tests.live_server import LiveServer
+from tests.pg import PostgresCluster, require
 
 CLIENT_KEY = "sk-client-secret-never-forwarded"
 
@@ -78,6 +79,24 @@ def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) ->
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway Postgres cluster for the session (tests/pg.py); skips without it, or
+    fails when CI=true."""
+    cluster = PostgresCluster(require())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """A new empty database in that cluster: its postgresql:// URL, password included."""
+    return postgres.new_database()
 
 
 @pytest.fixture

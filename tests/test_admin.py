@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import httpx
 import pytest
 
 from app.main import create_app
-from app.team.db import open_database
-from app.team.usage import UsageRecord, usage_today, utc_day_start
+from app.team.database import open_stores
+from app.team.usage import UsageRecord, utc_day_start
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 
@@ -168,9 +170,12 @@ def test_usage_recorded_during_a_run_is_written_at_shutdown_and_reported(db_path
                     ttft_ms=2.0,
                 )
             )
-    connection = open_database(db_path)  # the lifespan's shutdown flushed everything
-    assert usage_today(connection, "alice") == (50, 350)
-    connection.close()
+
+    async def today() -> tuple[int, int]:
+        async with open_stores(db_path) as (_, usage):
+            return await usage.today("alice", time.time())
+
+    assert asyncio.run(today()) == (50, 350)  # the lifespan's shutdown flushed everything
     with serve(db_path, admin_key=ADMIN) as server:
         rows = httpx.get(
             f"{server.url}/admin/usage",
@@ -179,10 +184,12 @@ def test_usage_recorded_during_a_run_is_written_at_shutdown_and_reported(db_path
         ).json()["data"]
     assert rows == [
         {
+            "day": time.strftime("%Y-%m-%d", time.gmtime()),
             "key": "alice",
             "model": "a/m:free",
             "requests": 50,
             "errors": 0,
+            "cache_hits": 0,
             "prompt_tokens": 150,
             "completion_tokens": 200,
             "cost": 0.0,

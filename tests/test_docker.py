@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -491,6 +492,12 @@ def test_compose_scale_profile(compose: dict[str, Any], dockerfile: Dockerfile) 
     ((redis_name, redis_service),) = redis.items()
     assert re.fullmatch(r"redis:7\.\d+\.\d+-alpine", redis_service["image"]), "pin redis 7"
     assert "ports" not in redis_service, "redis is for the replicas only"
+    postgres = {n: s for n, s in scale.items() if str(s.get("image", "")).startswith("postgres:")}
+    assert len(postgres) == 1, "expected one postgres service in `scale`"
+    ((pg_name, pg_service),) = postgres.items()
+    assert re.fullmatch(r"postgres:\d+\.\d+-alpine", pg_service["image"]), "pin postgres"
+    assert "ports" not in pg_service, "postgres is for the replicas only"
+    pg_env = environment(pg_service)
 
     host_ports = {p.host_port for p in published_ports(compose["services"]["proxy"])}
     for name, service in replicas.items():
@@ -498,6 +505,13 @@ def test_compose_scale_profile(compose: dict[str, Any], dockerfile: Dockerfile) 
         url = environment(service).get("PROXY_REDIS_URL", "")
         assert re.fullmatch(rf"redis://{redis_name}:6379/\d+", url), f"{name}: {url!r}"
         assert redis_name in service.get("depends_on", {}), name
+        # Keys and usage in the postgres service, as the user and database it creates.
+        database = urllib.parse.urlsplit(environment(service).get("PROXY_DATABASE_URL", ""))
+        assert database.scheme == "postgresql" and database.hostname == pg_name, name
+        assert database.username == pg_env["POSTGRES_USER"], name
+        assert database.password == pg_env["POSTGRES_PASSWORD"], name
+        assert database.path == f"/{pg_env['POSTGRES_DB']}", name
+        assert pg_name in service.get("depends_on", {}), name
         ports = {p.host_port for p in published_ports(service)}
         assert not ports & host_ports, f"{name} reuses a host port"
         host_ports |= ports

@@ -12,7 +12,7 @@ import pytest
 from app.errors import InvalidKey, InvalidRequest, KeyExists, NotFound
 from app.team.auth import REFRESH_INTERVAL, KeyRing
 from app.team.db import SCHEMA_VERSION, open_database
-from app.team.keys import KeyStore
+from app.team.keys import KeyTable
 
 SECRET = re.compile(r"sk-proxy-[A-Za-z0-9_-]{32,}")
 
@@ -32,7 +32,7 @@ def path(tmp_path):
 
 @pytest.fixture
 def store(path):
-    store = KeyStore(open_database(path))
+    store = KeyTable(open_database(path))
     yield store
     store.close()
 
@@ -198,10 +198,10 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(path):
 
 
 def test_keys_survive_reopening(path):
-    store = KeyStore(open_database(path))
+    store = KeyTable(open_database(path))
     store.create("alice", rpd=3)
     store.close()
-    again = KeyStore(open_database(path))
+    again = KeyTable(open_database(path))
     assert [k.rpd for k in again.list()] == [3]
     again.close()
 

@@ -18,8 +18,9 @@ import pytest
 from app.cli import main
 from app.main import create_app
 from app.team.auth import REFRESH_INTERVAL, KeyRing
+from app.team.database import open_stores
 from app.team.db import DatabaseError, open_database
-from app.team.usage import UsageRecord, UsageWriter
+from app.team.usage import UsageRecord
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 from tests.polling import wait_until
@@ -106,13 +107,12 @@ def test_usage_table_and_json(db, monkeypatch, capsys):
     import asyncio
 
     async def write() -> None:
-        writer = UsageWriter(open_database(db))
-        for model in ("a/m:free", "a/m:free", "b/m"):
-            writer.record(
+        async with open_stores(db) as (_, usage):
+            await usage.write([
                 UsageRecord(time.time(), "alice", "/v1/chat/completions", "free", model, 1,
                             200, False, "miss", 10, 20, 0.25, 3.0, None)
-            )  # fmt: skip
-        await writer.aclose()
+                for model in ("a/m:free", "a/m:free", "b/m")
+            ])  # fmt: skip
 
     asyncio.run(write())
     rows = json.loads(run_cli("usage", "--json", "--days", "1", db=db).stdout)
@@ -120,8 +120,12 @@ def test_usage_table_and_json(db, monkeypatch, capsys):
         ("alice", "a/m:free", 2, 0.5),
         ("alice", "b/m", 1, 0.25),
     ]
+    assert list(rows[0]) == [  # DESIGN §2, exactly
+        "day", "key", "model", "requests", "errors", "cache_hits", "prompt_tokens",
+        "completion_tokens", "cost",
+    ]  # fmt: skip
     table = run_cli("usage", "--key", "alice", db=db).stdout.splitlines()
-    assert table[0].split() == "KEY MODEL REQUESTS ERRORS PROMPT COMPLETION COST".split()
+    assert table[0].split() == "KEY MODEL REQUESTS ERRORS HITS PROMPT COMPLETION COST".split()
     assert table[1].split()[:3] == ["alice", "a/m:free", "2"]
     assert run_cli("usage", "--key", "bob", "--json", db=db).stdout.strip() == "[]"
 

@@ -1,5 +1,5 @@
 """Usage records: accepted without blocking, written in batches, never dropped while the
-process lives, and summarised per key and model."""
+process lives. (Daily totals, retention: tests/test_store_contract.py, on both engines.)"""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from dataclasses import astuple
 
 import pytest
 
-from app.team.db import MIGRATIONS, open_database
-from app.team.usage import DAY, UsageRecord, UsageWriter, usage_summary, usage_today
+from app.team.db import MIGRATIONS, OpenedFile, file_identity, open_database, render
+from app.team.keys import KeyTable
+from app.team.sqlite_stores import SqliteBatchSink, SqliteUsageStore, direct
+from app.team.usage import DAY, UsageRecord, UsageWriter
 from tests.polling import wait_until_async
 
 NOW = 1_800_000_000.0 - (1_800_000_000 % DAY) + 12 * 3600  # noon UTC
@@ -42,6 +44,12 @@ def path(tmp_path):
     return tmp_path / "proxy.db"
 
 
+def sqlite_writer(path, connection=None) -> UsageWriter:
+    """The server's writer on the file at `path` (its own connection, as the server's)."""
+    connection = connection or open_database(path)
+    return UsageWriter(SqliteBatchSink(connection, OpenedFile(path, file_identity(path))))
+
+
 def count(path) -> int:
     connection = open_database(path)
     try:
@@ -52,7 +60,7 @@ def count(path) -> int:
 
 @pytest.mark.anyio
 async def test_records_are_written_in_the_background_without_a_flush_call(path):
-    writer = UsageWriter(open_database(path))
+    writer = sqlite_writer(path)
     writer.start()
     try:
         for _ in range(3):
@@ -64,19 +72,21 @@ async def test_records_are_written_in_the_background_without_a_flush_call(path):
         assert writer.queue_depth == 0
     finally:
         await writer.aclose()
+        writer.sink.close()
 
 
 @pytest.mark.anyio
 async def test_aclose_writes_every_record_and_a_restart_reads_them(path):
-    writer = UsageWriter(open_database(path))
+    writer = sqlite_writer(path)
     writer.start()
     for i in range(1000):
         writer.record(record(prompt_tokens=i, cost=0.001))
     await writer.aclose()  # as at SIGTERM: before the task's first flush
+    writer.sink.close()
 
-    connection = open_database(path)  # a new process would see the same
-    (row,) = usage_summary(connection, days=1, now=NOW)
-    connection.close()
+    table = KeyTable(open_database(path))  # a new process would see the same
+    (row,) = await SqliteUsageStore(table, direct(path)).totals(key=None, days=1, now=NOW)
+    table.close()
     assert row["requests"] == 1000
     assert row["prompt_tokens"] == sum(range(1000))
     assert row["cost"] == pytest.approx(1.0)
@@ -86,7 +96,7 @@ async def test_aclose_writes_every_record_and_a_restart_reads_them(path):
 async def test_a_failed_write_keeps_the_records_and_logs_one_line(path, caplog):
     """A full disk, simulated by SQLite's own limit on the file's size (SQLITE_FULL)."""
     connection = open_database(path)
-    writer = UsageWriter(connection)
+    writer = sqlite_writer(path, connection)
     pages = connection.execute("PRAGMA page_count").fetchone()[0]
     connection.execute(f"PRAGMA max_page_count = {pages}")
     for _ in range(1000):
@@ -103,56 +113,8 @@ async def test_a_failed_write_keeps_the_records_and_logs_one_line(path, caplog):
     assert await writer.flush()
     assert writer.queue_depth == 0
     await writer.aclose()
+    writer.sink.close()
     assert count(path) == 1001
-
-
-def test_summary_per_key_and_model_within_the_days_asked(path):
-    connection = open_database(path)
-    rows = [
-        record(),
-        record(cost=0.5),
-        record(served_model="b/m", cost=0.25),
-        record(key="bob", status=429, served_model=None, attempts=0, prompt_tokens=0),
-        record(key=None),
-        record(time=NOW - DAY),  # yesterday
-        record(time=NOW - 7 * DAY),  # a week ago
-    ]
-    connection.executemany(
-        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [astuple(r) for r in rows],
-    )
-    today = usage_summary(connection, days=1, now=NOW)
-    assert [(r["key"], r["model"], r["requests"]) for r in today] == [
-        (None, "a/m:free", 1),
-        ("alice", "a/m:free", 2),
-        ("alice", "b/m", 1),
-        ("bob", "free", 1),  # nothing answered: the model asked for
-    ]
-    alice = {r["model"]: r for r in usage_summary(connection, key="alice", days=2, now=NOW)}
-    assert alice["a/m:free"]["requests"] == 3
-    assert alice["a/m:free"]["cost"] == 0.5  # records without a cost add nothing
-    assert alice["a/m:free"]["prompt_tokens"] == 30
-    assert usage_summary(connection, key="bob", days=1, now=NOW)[0]["errors"] == 1
-    assert sum(r["requests"] for r in usage_summary(connection, days=8, now=NOW)) == 7
-    connection.close()
-
-
-def test_today_counts_what_the_daily_limits_count(path):
-    connection = open_database(path)
-    rows = [
-        record(),  # 15 tokens
-        record(cache="hit"),  # a request, but no tokens
-        record(attempts=0, status=429, prompt_tokens=0, completion_tokens=0),  # refused
-        record(time=NOW - DAY),  # yesterday
-        record(key="bob"),
-    ]
-    connection.executemany(
-        "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [astuple(r) for r in rows],
-    )
-    assert usage_today(connection, "alice", now=NOW) == (2, 15)
-    assert usage_today(connection, None, now=NOW) == (0, 0)
-    connection.close()
 
 
 @pytest.mark.anyio
@@ -161,7 +123,7 @@ async def test_a_database_of_the_first_schema_gains_the_estimated_mark(path):
     written before that mark existed is migrated; its records were reported, not estimated."""
     old = sqlite3.connect(path, isolation_level=None)
     for statement in MIGRATIONS[0]:
-        old.execute(statement)
+        old.execute(render(statement, "sqlite"))
     old.execute("PRAGMA user_version = 1")
     old.executemany(
         "INSERT INTO usage VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -169,9 +131,10 @@ async def test_a_database_of_the_first_schema_gains_the_estimated_mark(path):
     )
     old.close()
 
-    writer = UsageWriter(open_database(path))
+    writer = sqlite_writer(path)
     writer.record(record(estimated=True))
     await writer.aclose()
+    writer.sink.close()
 
     connection = open_database(path)
     marks = connection.execute("SELECT estimated FROM usage ORDER BY id").fetchall()

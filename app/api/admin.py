@@ -15,16 +15,15 @@ from starlette.exceptions import HTTPException
 from app.deps import is_admin, services_of
 from app.errors import InvalidKey
 from app.team.auth import Caller
+from app.team.database import Database
 from app.team.gate import Gate
 from app.team.keys import MAX_LIMIT
 from app.team.quotas import usage_fields
-from app.team.store import Team
-from app.team.usage import usage_summary
 
 router = APIRouter(tags=["admin"])
 
 
-async def require_admin(request: Request) -> Team:
+async def require_admin(request: Request) -> Database:
     """The team store, for a request bearing PROXY_ADMIN_KEY; 404 when none is set."""
     services = services_of(request)
     if services.settings.admin_key is None:
@@ -34,7 +33,7 @@ async def require_admin(request: Request) -> Team:
     return services.team
 
 
-AdminDep = Annotated[Team, Depends(require_admin)]
+AdminDep = Annotated[Database, Depends(require_admin)]
 
 
 def _patterns(value: object) -> object:
@@ -69,24 +68,24 @@ class KeyCreate(BaseModel):
 @router.get("/admin/keys")
 async def list_keys(team: AdminDep) -> dict[str, Any]:
     """Every key, revoked ones included; never a secret."""
-    keys = await team.call(team.keys.list)
+    keys = await team.key_store.list()
     return {"object": "list", "data": [key.public() for key in keys]}
 
 
 @router.post("/admin/keys", status_code=201)
 async def create_key(body: KeyCreate, team: AdminDep) -> dict[str, Any]:
     """Create a key; the answer's `key` is the secret, shown this once."""
-    secret = await team.call(team.keys.create, **body.model_dump())
-    key = await team.call(team.keys.get, body.name)
-    team.keyring.refresh()  # usable at once here; other replicas see it within a second
+    secret = await team.key_store.create(**body.model_dump())
+    key = await team.key_store.get(body.name)
+    await team.reload_keys()  # usable at once here; other replicas see it within a second
     return {"key": secret, **key.public()}
 
 
 @router.delete("/admin/keys/{name}")
 async def revoke_key(name: str, team: AdminDep) -> dict[str, Any]:
     """Revoke a key; requests bearing it get 401 from now on."""
-    key = await team.call(team.keys.revoke, name)
-    team.keyring.refresh()
+    key = await team.key_store.revoke(name)
+    await team.reload_keys()
     return key.public()
 
 
@@ -96,10 +95,9 @@ async def admin_usage(
     key: str | None = None,
     days: Annotated[int, Query(ge=1, le=3660)] = 7,
 ) -> dict[str, Any]:
-    """Requests, tokens and cost per key and model over the last `days` UTC days."""
-    rows = await team.call(
-        usage_summary, team.keys.connection, key=key, days=days, now=team.clock()
-    )
+    """Rows per UTC day, key and model over the last `days` days (DESIGN §2), from the
+    daily totals."""
+    rows = await team.usage_store.totals(key=key, days=days, now=team.clock())
     return {"object": "list", "data": rows}
 
 

@@ -68,7 +68,7 @@ async def _database(services: Services) -> Check:
     team = services.team
     problem = await team.problem()
     if problem is None:
-        return {"ok": True, "detail": f"database {team.path} is writable"}
+        return {"ok": True, "detail": f"{team.label} is writable"}
     return {"ok": False, "detail": problem}
 
 

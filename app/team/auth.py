@@ -1,17 +1,19 @@
 """Who is calling: a client key from `Authorization: Bearer` or `x-api-key`, or open mode.
 
 `KeyRing` keeps every key in memory, keyed by the secret's hash, so authenticating a
-request is a dict lookup. It re-reads the table only when another connection changed the
-database (`PRAGMA data_version`), and checks that at most every `REFRESH_INTERVAL` seconds,
-lazily on the request path: a key created or revoked by `openrouter-proxy keys …` or the
-admin API is seen within that interval, and no request ever waits on a query otherwise.
+request is a dict lookup. On SQLite it re-reads the table only when another connection
+changed the database (`PRAGMA data_version`, a read of the file's header), and checks that
+at most every `REFRESH_INTERVAL` seconds, lazily on the request path: a key created or
+revoked by `openrouter-proxy keys …` or the admin API is seen within that interval, and no
+request ever waits on a query otherwise. On Postgres a task of postgres_team.py polls a
+change counter off the request path and hands the ring each new key set (`replace`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from app.errors import InvalidKey
@@ -49,9 +51,13 @@ class KeyRing:
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.monotonic
+        self,
+        connection: sqlite3.Connection | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._db = connection  # its own connection: data_version ignores its own writes
+        # Its own connection: data_version ignores its own writes. None: fed by `replace`.
+        self._db = connection
         self._clock = clock
         self._by_hash: dict[str, ApiKey] = {}
         self._keyed = False  # a key was read once: never open mode again in this process
@@ -72,15 +78,22 @@ class KeyRing:
     def refresh(self) -> None:
         """Re-read the keys when another connection committed a change since last time."""
         self._checked = self._clock()
+        if self._db is None:
+            return
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
-            self._by_hash = dict(select_keys(self._db))
-            self._keyed = self._keyed or bool(self._by_hash)
+            self.replace(select_keys(self._db))
             self._version = version
+
+    def replace(self, keys: Iterable[tuple[str, ApiKey]]) -> None:
+        """Use this key set, (hash, key) pairs read by a poller, from now on."""
+        self._by_hash = dict(keys)
+        self._keyed = self._keyed or bool(self._by_hash)
 
     def reconnect(self, connection: sqlite3.Connection) -> None:
         """Read keys from this connection (a database back at the path) from now on."""
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
         self._db = connection
         self._version = -1
         self.refresh()
@@ -116,7 +129,8 @@ class KeyRing:
         raise InvalidKey(f"Invalid API key. {_HOW}")
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 def _bearer(authorization: str | None) -> str:

@@ -1,32 +1,35 @@
-"""`openrouter-proxy keys create|list|revoke` and `openrouter-proxy usage` (DESIGN §2).
+"""`openrouter-proxy keys create|list|revoke`, `usage` and `db copy` (DESIGN §2).
 
-They work on the same database file as a running server, which sees a change within a
-second. `keys create` prints only the secret, so `KEY=$(openrouter-proxy keys create …)`
-works; every failure is one line on stderr (cli.main prints it).
+They work on the same database as a running server (the SQLite file, or Postgres with
+PROXY_DATABASE_URL), which sees a change within a second. `keys create` prints only the
+secret, so `KEY=$(openrouter-proxy keys create …)` works; every failure is one line on
+stderr (cli.main prints it).
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from app.config import load_settings
-from app.team.db import describe, open_database
-from app.team.keys import KeyStore
-from app.team.usage import usage_summary
+from app.team.copy import copy_database
+from app.team.database import database_of, open_stores
+from app.team.stores import KeyStore, UsageStore
+
+T = TypeVar("T")
 
 CommandFactory = Callable[[str, str], argparse.ArgumentParser]
 
 
 def add_commands(command: CommandFactory) -> None:
-    """Register `keys …` and `usage` through cli.py's factory (which adds --config)."""
+    """Register `keys …`, `usage` and `db copy` through cli.py's factory (which adds
+    --config)."""
     keys = command("keys", "create, list and revoke client keys")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
@@ -73,6 +76,18 @@ def add_commands(command: CommandFactory) -> None:
     usage.add_argument("--json", action="store_true", help="print a JSON array")
     usage.set_defaults(handler=usage_report)
 
+    db = command("db", "move keys and usage between databases")
+    db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = db_actions.add_parser(
+        "copy",
+        help="copy keys, usage records and daily totals into an empty database",
+        description="FROM_URL and TO_URL are sqlite:///PATH (sqlite:////ABSOLUTE/PATH) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE; TO_URL must hold no keys or usage.",
+    )
+    copy.add_argument("source", metavar="FROM_URL")
+    copy.add_argument("target", metavar="TO_URL")
+    copy.set_defaults(handler=db_copy)
+
 
 def _positive(text: str) -> int:
     try:
@@ -88,23 +103,21 @@ def _patterns(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-@contextmanager
-def _store(args: argparse.Namespace) -> Iterator[KeyStore]:
-    """The key store on the configured database, closed after; a SQLite failure on the way
-    (another process locking the file after it opened) is one DatabaseError line too."""
+def _run(args: argparse.Namespace, command: Callable[[KeyStore, UsageStore], Awaitable[T]]) -> T:
+    """Run `command` on the stores of the configured database (SQLite or Postgres)."""
     settings = load_settings(getattr(args, "config", None))
-    store = KeyStore(open_database(settings.db_path))
-    try:
-        yield store
-    except sqlite3.Error as exc:
-        raise describe(settings.db_path, exc) from None
-    finally:
-        store.close()
+
+    async def run() -> T:
+        async with open_stores(database_of(settings)) as (keys, usage):
+            return await command(keys, usage)
+
+    return asyncio.run(run())
 
 
 def keys_create(args: argparse.Namespace) -> None:
-    with _store(args) as store:
-        secret = store.create(
+    secret = _run(
+        args,
+        lambda keys, _: keys.create(
             args.name,
             rpm=args.rpm,
             rpd=args.rpd,
@@ -112,13 +125,13 @@ def keys_create(args: argparse.Namespace) -> None:
             concurrency=args.concurrency,
             models=args.models,
             paid=args.paid,
-        )
+        ),
+    )
     print(secret)  # noqa: T201
 
 
 def keys_list(args: argparse.Namespace) -> None:
-    with _store(args) as store:
-        keys = store.list()
+    keys = _run(args, lambda keys, _: keys.list())
     if args.json:
         print(orjson.dumps([key.public() for key in keys]).decode())  # noqa: T201
         return
@@ -139,27 +152,38 @@ def keys_list(args: argparse.Namespace) -> None:
 
 
 def keys_revoke(args: argparse.Namespace) -> None:
-    with _store(args) as store:
-        store.revoke(args.name)
+    _run(args, lambda keys, _: keys.revoke(args.name))
+
+
+_SUMMED = ("requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "cost")
 
 
 def usage_report(args: argparse.Namespace) -> None:
-    with _store(args) as store:
-        rows = usage_summary(store.connection, key=args.key, days=args.days)
+    """`--json`: the daily totals' rows (DESIGN §2); the table sums them per key and model."""
+    rows = _run(args, lambda _, usage: usage.totals(key=args.key, days=args.days, now=time.time()))
     if args.json:
         print(orjson.dumps(rows).decode())  # noqa: T201
         return
-    header = ["KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "COST"]
+    sums: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        group = (row["key"] or "(open mode)", row["model"] or "-")
+        total = sums.setdefault(group, [0, 0, 0, 0, 0, 0.0])
+        for i, field in enumerate(_SUMMED):
+            total[i] += row[field]
+    header = ["KEY", "MODEL", "REQUESTS", "ERRORS", "HITS", "PROMPT", "COMPLETION", "COST"]
     body = [
-        [
-            row["key"] or "(open mode)",
-            row["model"] or "-",
-            *(str(row[f]) for f in ("requests", "errors", "prompt_tokens", "completion_tokens")),
-            "-" if row["cost"] is None else f"{row['cost']:.6f}",
-        ]
-        for row in rows
+        [*group, *(str(v) for v in total[:5]), f"{total[5]:.6f}"]
+        for group, total in sorted(sums.items())
     ]
     _table([header, *body])
+
+
+def db_copy(args: argparse.Namespace) -> None:
+    counts = asyncio.run(copy_database(args.source, args.target))
+    print(  # noqa: T201
+        f"copied {counts['keys']} keys, {counts['usage']} usage records and "
+        f"{counts['usage_daily']} daily totals"
+    )
 
 
 def _table(rows: list[list[str]]) -> None:

@@ -1,4 +1,5 @@
-"""The SQLite store of record for keys and usage: WAL, a schema version, ordered migrations.
+"""The SQLite store of record for keys and usage (the default), and the migrations that
+bring either engine to the schema: WAL, a schema version, ordered migrations.
 
 Every process (the server, `openrouter-proxy keys …`) opens the same file. WAL lets the
 server read keys while a command writes one; `busy_timeout` makes a writer wait for
@@ -20,47 +21,101 @@ from pathlib import Path
 
 BUSY_TIMEOUT_MS = 5_000
 
-# Migration N (1-based) brings a database from schema N-1 to N. Released entries are
-# never edited: a change is a new entry, so every older file can be brought up to date.
+# Migration N (1-based) brings a database from schema N-1 to N, on either engine (SQLite
+# here, Postgres in postgres.py). Released entries are never edited: a change is a new
+# entry, so every older database can be brought up to date. A statement is written once for
+# both engines; the few words that differ are `{fields}` that `render` fills per engine
+# (see ENGINES; a literal brace is written `{{`). SQLite's rendering of an entry is exactly
+# the text released before Postgres arrived.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE keys (
             name TEXT PRIMARY KEY,
             hash TEXT NOT NULL UNIQUE,
             prefix TEXT NOT NULL,
-            created REAL NOT NULL,
-            revoked REAL,
-            rpm INTEGER,
-            rpd INTEGER,
-            tpd INTEGER,
-            concurrency INTEGER,
+            created {float} NOT NULL,
+            revoked {float},
+            rpm {int},
+            rpd {int},
+            tpd {int},
+            concurrency {int},
             models TEXT NOT NULL DEFAULT '[]',
-            paid INTEGER NOT NULL DEFAULT 0
+            paid {int} NOT NULL DEFAULT 0
         )""",
         """CREATE TABLE usage (
-            id INTEGER PRIMARY KEY,
-            time REAL NOT NULL,
+            id {id},
+            time {float} NOT NULL,
             key TEXT,
             route TEXT NOT NULL,
             requested_model TEXT,
             served_model TEXT,
-            attempts INTEGER NOT NULL,
-            status INTEGER NOT NULL,
-            stream INTEGER NOT NULL,
+            attempts {int} NOT NULL,
+            status {int} NOT NULL,
+            stream {int} NOT NULL,
             cache TEXT NOT NULL,
-            prompt_tokens INTEGER NOT NULL,
-            completion_tokens INTEGER NOT NULL,
-            cost REAL,
-            latency_ms REAL NOT NULL,
-            ttft_ms REAL
+            prompt_tokens {int} NOT NULL,
+            completion_tokens {int} NOT NULL,
+            cost {float},
+            latency_ms {float} NOT NULL,
+            ttft_ms {float}
         )""",
         "CREATE INDEX usage_time ON usage (time)",
         "CREATE INDEX usage_key_time ON usage (key, time)",
     ),
     # A stream cut before its usage chunk is counted by what was relayed (DESIGN §7).
-    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
+    ("ALTER TABLE usage ADD COLUMN estimated {int} NOT NULL DEFAULT 0",),
+    (
+        # Daily totals (DESIGN §7), which `usage` and /admin/usage read so that their cost
+        # does not grow with the records; built from the records already there. `day` is
+        # days since 1970-01-01 UTC; `key` and `model` are '' for none (open mode, no model),
+        # since a primary key column cannot be NULL in Postgres. `cost` adds the records'
+        # `usage.cost`, 0 where none was reported.
+        """CREATE TABLE usage_daily (
+            day {int} NOT NULL,
+            key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests {int} NOT NULL,
+            errors {int} NOT NULL,
+            cache_hits {int} NOT NULL,
+            prompt_tokens {int} NOT NULL,
+            completion_tokens {int} NOT NULL,
+            cost {float} NOT NULL,
+            PRIMARY KEY (day, key, model)
+        )""",
+        """INSERT INTO usage_daily (day, key, model, requests, errors, cache_hits,
+                                    prompt_tokens, completion_tokens, cost)
+           SELECT {day_of_time}, COALESCE(key, ''),
+                  COALESCE(served_model, requested_model, ''), COUNT(*),
+                  SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
+                  SUM(CASE WHEN cache = 'hit' THEN 1 ELSE 0 END),
+                  SUM(prompt_tokens), SUM(completion_tokens), COALESCE(SUM(cost), 0)
+           FROM usage GROUP BY 1, 2, 3""",
+    ),
 )
+# The words that differ per engine. Postgres's INTEGER and REAL are 4 bytes (a limit up to
+# 2**63 - 1, an epoch to the microsecond need 8); SQLite's are 8 whatever the name, and only
+# `INTEGER PRIMARY KEY` makes SQLite number rows itself. CAST rounds in Postgres, truncates
+# in SQLite.
+ENGINES: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY",
+        "int": "INTEGER",
+        "float": "REAL",
+        "day_of_time": "CAST(time / 86400 AS INTEGER)",
+    },
+    "postgres": {
+        "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "int": "BIGINT",
+        "float": "DOUBLE PRECISION",
+        "day_of_time": "CAST(FLOOR(time / 86400) AS BIGINT)",
+    },
+}
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def render(statement: str, engine: str) -> str:
+    """A migration statement in `engine`'s words ("sqlite" or "postgres")."""
+    return statement.format_map(ENGINES[engine])
 
 
 class DatabaseError(Exception):
@@ -158,7 +213,7 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
             )
         for number in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[number - 1]:
-                connection.execute(statement)
+                connection.execute(render(statement, "sqlite"))
         # Written even when already current: a read-only file fails here, not later.
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")

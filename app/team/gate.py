@@ -19,8 +19,8 @@ from app.routing.catalogue import Catalogue, ModelInfo
 from app.team import free_only
 from app.team.auth import Caller
 from app.team.budget import BudgetStore, BudgetView, allowance_message
+from app.team.database import Database
 from app.team.quotas import QuotaStore, ratelimit_headers
-from app.team.store import Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Admission:
 class Gate:
     def __init__(
         self,
-        team: Team,
+        team: Database,
         quotas: QuotaStore,
         budget: BudgetStore,
         catalogue: Catalogue,

@@ -14,15 +14,13 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidRequest, KeyExists, NotFound
-from app.team.db import open_database
 
 SECRET_PREFIX = "sk-proxy-"
 SHOWN_CHARS = 12  # `sk-proxy-` and three random characters: enough to tell keys apart
@@ -68,9 +66,14 @@ def hash_secret(secret: str) -> str:
 
 
 _COLUMNS = "name, prefix, created, revoked, rpm, rpd, tpd, concurrency, models, paid"
+# The statements both engines run (`?` placeholders; postgres.py swaps them for `%s`).
+INSERT_KEY = f"INSERT INTO keys (hash, {_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
+REVOKE_KEY = "UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL"
+SELECT_KEY = f"SELECT {_COLUMNS} FROM keys WHERE name = ?"
+SELECT_KEYS = f"SELECT hash, {_COLUMNS} FROM keys ORDER BY created, name"
 
 
-def key_from_row(row: tuple[Any, ...]) -> ApiKey:
+def key_from_row(row: Sequence[Any]) -> ApiKey:
     name, prefix, created, revoked, rpm, rpd, tpd, concurrency, models, paid = row
     return ApiKey(
         name=name,
@@ -86,14 +89,67 @@ def key_from_row(row: tuple[Any, ...]) -> ApiKey:
     )
 
 
+def new_key(
+    name: str,
+    now: float,
+    *,
+    rpm: int | None = None,
+    rpd: int | None = None,
+    tpd: int | None = None,
+    concurrency: int | None = None,
+    models: Iterable[str] = (),
+    paid: bool = False,
+) -> tuple[str, tuple[Any, ...]]:
+    """A new key's secret and its INSERT_KEY parameters; InvalidRequest naming a bad field."""
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit",
+            param="name",
+        )
+    for limit, value in zip(LIMITS, (rpm, rpd, tpd, concurrency), strict=True):
+        if value is not None and (isinstance(value, bool) or not 1 <= value <= MAX_LIMIT):
+            raise InvalidRequest(
+                f"{limit} must be a whole number from 1 to {MAX_LIMIT} (leave it out for no limit)",
+                param=limit,
+            )
+    patterns = [p.strip() for p in models if p.strip()]
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)  # 43 URL-safe characters
+    row = (
+        hash_secret(secret),
+        name,
+        secret[:SHOWN_CHARS],
+        now,
+        rpm,
+        rpd,
+        tpd,
+        concurrency,
+        orjson.dumps(patterns).decode(),
+        int(paid),
+    )
+    return secret, row
+
+
+def key_exists(name: str) -> KeyExists:
+    return KeyExists(
+        f"a key named '{name}' already exists (names of revoked keys are not reused); "
+        "pick another name",
+        param="name",
+    )
+
+
+def no_such_key(name: str) -> NotFound:
+    return NotFound(f"no key named '{name}'; `openrouter-proxy keys list` shows them")
+
+
 def select_keys(connection: sqlite3.Connection) -> list[tuple[str, ApiKey]]:
     """Every key with its hash, oldest first."""
-    rows = connection.execute(f"SELECT hash, {_COLUMNS} FROM keys ORDER BY created, name")
-    return [(row[0], key_from_row(row[1:])) for row in rows]
+    return [(row[0], key_from_row(row[1:])) for row in connection.execute(SELECT_KEYS)]
 
 
-class KeyStore:
-    """Create, revoke and list keys. Synchronous and small: each call is one statement."""
+class KeyTable:
+    """The keys table of one SQLite connection: create, revoke, get and list. Synchronous
+    and small (each call is one statement); `SqliteKeyStore` runs it off the event loop."""
 
     def __init__(
         self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.time
@@ -111,68 +167,24 @@ class KeyStore:
         self._db.close()
         self._db = connection
 
-    def create(
-        self,
-        name: str,
-        *,
-        rpm: int | None = None,
-        rpd: int | None = None,
-        tpd: int | None = None,
-        concurrency: int | None = None,
-        models: Iterable[str] = (),
-        paid: bool = False,
-    ) -> str:
+    def create(self, name: str, **limits: Any) -> str:
         """Store a new key and return its secret, which is never shown again."""
-        if not _NAME.fullmatch(name):
-            raise InvalidRequest(
-                f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', "
-                "starting with a letter or digit",
-                param="name",
-            )
-        for limit, value in zip(LIMITS, (rpm, rpd, tpd, concurrency), strict=True):
-            if value is not None and (isinstance(value, bool) or not 1 <= value <= MAX_LIMIT):
-                raise InvalidRequest(
-                    f"{limit} must be a whole number from 1 to {MAX_LIMIT} (leave it out for "
-                    "no limit)",
-                    param=limit,
-                )
-        patterns = [p.strip() for p in models if p.strip()]
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)  # 43 URL-safe characters
+        secret, row = new_key(name, self._clock(), **limits)
         try:
-            self._db.execute(
-                f"INSERT INTO keys (hash, {_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
-                (
-                    hash_secret(secret),
-                    name,
-                    secret[:SHOWN_CHARS],
-                    self._clock(),
-                    rpm,
-                    rpd,
-                    tpd,
-                    concurrency,
-                    orjson.dumps(patterns).decode(),
-                    int(paid),
-                ),
-            )
+            self._db.execute(INSERT_KEY, row)
         except sqlite3.IntegrityError:
-            raise KeyExists(
-                f"a key named '{name}' already exists (names of revoked keys are not reused); "
-                "pick another name",
-                param="name",
-            ) from None
+            raise key_exists(name) from None
         return secret
 
     def revoke(self, name: str) -> ApiKey:
         """Revoke the key (idempotent: a revoked key keeps its first revocation time)."""
-        self._db.execute(
-            "UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL", (self._clock(), name)
-        )
+        self._db.execute(REVOKE_KEY, (self._clock(), name))
         return self.get(name)
 
     def get(self, name: str) -> ApiKey:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM keys WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(SELECT_KEY, (name,)).fetchone()
         if row is None:
-            raise NotFound(f"no key named '{name}'; `openrouter-proxy keys list` shows them")
+            raise no_such_key(name)
         return key_from_row(row)
 
     def list(self) -> builtins.list[ApiKey]:
@@ -180,12 +192,3 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def keys_exist(path: Path) -> bool:
-    """Has any client key been created (revoked ones count: open mode ends with the first)?"""
-    connection = open_database(path)
-    try:
-        return connection.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
-    finally:
-        connection.close()

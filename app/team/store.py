@@ -1,5 +1,6 @@
-"""`Team`: the key store, key ring and usage writer over one database file, built together,
-and the watch that notices that file going away under them (DESIGN §7).
+"""`Team`: the key store, key ring and usage writer over one SQLite file, built together,
+and the watch that notices that file going away under them (DESIGN §7). postgres_team.py
+is the same for Postgres; app code reaches either through the `Database` protocol.
 
 Each part has its own connection: the ring must see other connections' commits through
 `PRAGMA data_version`, and the writer's transactions run on a worker thread. Admin calls
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from app.errors import DatabaseUnavailable
 from app.team.auth import KeyRing
@@ -36,10 +37,11 @@ from app.team.db import (
     open_database,
     write_problem,
 )
-from app.team.keys import KeyStore
+from app.team.keys import KeyTable
+from app.team.retention import Retention
+from app.team.sqlite_stores import SqliteBatchSink, SqliteKeyStore, SqliteUsageStore
 from app.team.usage import UsageWriter
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("openrouter_proxy.database")
@@ -48,29 +50,41 @@ WATCH_INTERVAL = 0.5  # seconds; the key ring's cadence, so a new database is us
 
 
 class Team:
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention_days: int = 90,
+    ) -> None:
         """Open (and migrate) the database; raise DatabaseError, one line, when unusable."""
         self.path = path
+        self.label = f"database {path}"
         self.clock = clock
         (keys, ring, usage), self._file = _open(path, create=True)
-        self.keys = KeyStore(keys, clock=clock)
+        self.keys = KeyTable(keys, clock=clock)  # synchronous, for tests that set up keys
+        self.key_store = SqliteKeyStore(self.keys, self.call)
+        self.usage_store = SqliteUsageStore(self.keys, self.call)
         self.keyring = KeyRing(ring)
-        self.usage = UsageWriter(usage, file=self._file)
+        self._sink = SqliteBatchSink(usage, self._file)
+        self.usage = UsageWriter(self._sink)
+        self.retention = Retention(self.usage_store, retention_days, clock)
         self.gone: str | None = None  # why the database at `path` cannot be used, if so
         self._retry_error: str | None = None  # why the last reopening failed
         self._lock = threading.Lock()
         self._closing = asyncio.Event()
         self._watching: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the usage writer and the watch (from the app's lifespan, on the loop)."""
+    async def start(self) -> None:
+        """Start the usage writer, retention and the watch (from the app's lifespan)."""
         self.usage.start()
+        self.retention.start()
         if self._watching is None:
             loop = asyncio.get_running_loop()
             self._watching = loop.create_task(self._watch(), name="database-watch")
 
-    async def call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a KeyStore method or a query on `self.keys.connection` off the event loop;
+    async def call(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a KeyTable method or a query on `self.keys.connection` off the event loop;
         DatabaseUnavailable (503) naming the file when it is gone or locked."""
 
         def locked() -> T:
@@ -84,6 +98,10 @@ class Team:
                     raise DatabaseUnavailable(str(describe(self.path, exc))) from None
 
         return await asyncio.to_thread(locked)
+
+    async def reload_keys(self) -> None:
+        """Read the keys now (after this process changed one: no need to wait)."""
+        self.keyring.refresh()
 
     async def problem(self) -> str | None:
         """Why the database cannot take a write now, or None (/readyz)."""
@@ -123,7 +141,7 @@ class Team:
             if reopened is not None:
                 ring, usage = reopened
                 self.keyring.reconnect(ring)
-                self.usage.reconnect(usage, self._file)
+                self._sink.reconnect(usage, self._file)
                 logger.warning(
                     "database %s is back: keys read from it; %d queued usage records go there",
                     self.path,
@@ -150,12 +168,15 @@ class Team:
             return ring, usage
 
     async def aclose(self) -> None:
-        """Stop the watch, write every pending usage record, then close the connections."""
+        """Stop the watch and retention, write every pending usage record, then close the
+        connections."""
+        await self.retention.aclose()
         if self._watching is not None:
             self._closing.set()
             await self._watching
             self._watching = None
         await self.usage.aclose()
+        self._sink.close()
         self.keyring.close()
         self.keys.close()
 
