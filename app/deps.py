@@ -78,7 +78,7 @@ def is_admin(request: Request) -> bool:
 
 async def get_caller(request: Request) -> Caller:
     """The client key of a /v1 request (open mode: anyone), or 401 (DESIGN §7)."""
-    return services_of(request).gate.authenticate(
+    return await services_of(request).gate.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
 

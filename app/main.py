@@ -32,10 +32,11 @@ from app.status.activity import Activity, Recorders
 from app.status.routes import StatusAccess
 from app.status.routes import router as status_router
 from app.status.sessions import LoginLimiter, MemorySessions
-from app.team.budget import MemoryBudget, refresh
+from app.team.budget import BudgetStore, MemoryBudget, refresh
 from app.team.database import Database, open_team
+from app.team.fair_share import ACTIVE_SECONDS
 from app.team.gate import Gate
-from app.team.quotas import MemoryQuotas
+from app.team.quotas import MemoryQuotas, QuotaStore
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.transport import AiohttpTransport, Transport, proxy_for
@@ -63,12 +64,8 @@ def create_app(
     cooldowns = MemoryCooldowns(clock)
     team = open_team(settings, clock=clock)
     quotas = MemoryQuotas(clock)
-    gate_keys: list[Gate] = []  # the budget asks the gate, built next, who is active
-    budget = MemoryBudget(
-        settings.upstream_rpm, settings.upstream_rpd, lambda: gate_keys[0].active_keys()
-    )
+    budget = MemoryBudget(settings.upstream_rpm, settings.upstream_rpd)
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
-    gate_keys.append(gate)
     cache = ResponseCache(
         settings,
         MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
@@ -82,7 +79,7 @@ def create_app(
         upstream=upstream,
         catalogue=catalogue,
         cooldowns=cooldowns,
-        router=Router(settings, catalogue, cooldowns),
+        router=Router(settings, catalogue, cooldowns, clock),
         attempts=Attempts(
             cooldowns,
             catalogue,
@@ -104,8 +101,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.team.start()
-        await _seed_quotas(services.team, quotas, clock())
-        await gate.load_last_used()
+        await _seed(services.team, quotas, budget, clock())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
@@ -134,12 +130,14 @@ def create_app(
     return app
 
 
-async def _seed_quotas(team: Database, quotas: MemoryQuotas, now: float) -> None:
-    """Quotas live in memory: today's `rpd`/`tpd` counts start from the usage records, so
-    a restart does not reset them (DESIGN §7)."""
+async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:
+    """Start the stores from the usage kept in the database, so a restart does not reset
+    today's `rpd`/`tpd` counts nor forget which keys share the free allowance (DESIGN §7)."""
+    for name, last in (await team.usage_store.last_used(now - ACTIVE_SECONDS, now)).items():
+        await budget.mark_active(name, last)
     for key in team.keyring.keys():
         if key.revoked is None and (key.rpd is not None or key.tpd is not None):
-            quotas.seed(key.name, *await team.usage_store.today(key.name, now), now)
+            await quotas.seed(key.name, *await team.usage_store.today(key.name, now), now)
 
 
 def _follow_free_allowance(services: Services) -> asyncio.Task[None] | None:

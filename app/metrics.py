@@ -221,7 +221,7 @@ class Metrics:
             scraped.failing = sum(1 for m in snapshot["failing"] if m in known)
         scraped.free_left = snapshot["free_budget"]["remaining_today"]
         scraped.free_limit = snapshot["free_budget"]["limit_today"]
-        stats = services.cache.store.stats()
+        stats = await services.cache.store.stats()
         coalesced = services.cache.flights.coalesced
         scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
         scraped.usage_queue = services.team.usage.queue_depth

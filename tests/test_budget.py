@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import Callable
 
 import pytest
 
 from app.errors import UpstreamUnreachable
+from app.free_tier import spends_allowance
 from app.team.budget import (
-    BudgetRefusal,
+    BudgetView,
     MemoryBudget,
     allowance_message,
     free_daily,
     refresh,
     refresh_once,
 )
+from app.team.fair_share import BudgetRefusal
 
 pytestmark = pytest.mark.anyio
 
@@ -26,13 +27,35 @@ EVENING = float(calendar.timegm((2025, 6, 1, 20, 0, 0)))  # the last 4 hours beg
 MIDNIGHT = float(calendar.timegm((2025, 6, 2, 0, 0, 0)))
 
 
-def keys(*names: str) -> Callable[[], tuple[str, ...]]:
-    return lambda: names
+def keys(*names: str) -> tuple[str, ...]:
+    return names
 
 
-async def served(
-    budget: MemoryBudget, key: str | None, count: int, start: float, step: float = 1
-) -> int:
+class Budget:
+    """The store under test, asked as the gate asks it: about a key ring whose `active_keys`
+    were all created this morning (so each counts as active all day)."""
+
+    def __init__(self, rpm: int, rpd: int, active_keys: tuple[str, ...] = ()) -> None:
+        self.store = MemoryBudget(rpm=rpm, rpd=rpd)
+        self.members = dict.fromkeys(active_keys, MORNING - 3600)
+
+    async def try_spend(self, key: str | None, model: str, now: float) -> float | None:
+        if not spends_allowance(model):
+            return None
+        refusal = await self.store.take(key, self.members, now)
+        return None if refusal is None else refusal.until
+
+    async def take(self, key: str | None, now: float) -> BudgetRefusal | None:
+        return await self.store.take(key, self.members, now)
+
+    async def follow(self, limit: int, remaining: int, used: int, now: float) -> None:
+        await self.store.follow(limit, remaining, used, now)
+
+    async def snapshot(self, key: str | None, now: float) -> BudgetView:
+        return await self.store.snapshot(key, self.members, now)
+
+
+async def served(budget: Budget, key: str | None, count: int, start: float, step: float = 1) -> int:
     """Send `count` attempts `step` seconds apart; how many the budget let through."""
     ok = 0
     for i in range(count):
@@ -42,7 +65,7 @@ async def served(
 
 
 async def test_per_minute_allowance_is_a_sliding_window():
-    budget = MemoryBudget(rpm=3, rpd=100)
+    budget = Budget(rpm=3, rpd=100)
     for offset in (0, 10, 20):
         assert await budget.try_spend(None, FREE, MORNING + offset) is None
     assert await budget.try_spend(None, FREE, MORNING + 30) == MORNING + 60
@@ -51,7 +74,7 @@ async def test_per_minute_allowance_is_a_sliding_window():
 
 
 async def test_daily_allowance_resets_at_midnight_utc():
-    budget = MemoryBudget(rpm=100, rpd=2)
+    budget = Budget(rpm=100, rpd=2)
     assert await served(budget, None, 2, MORNING) == 2
     assert await budget.try_spend(None, FREE, MORNING + 5) == MIDNIGHT
     # A refused attempt is not sent, so it is not counted.
@@ -69,14 +92,14 @@ async def test_daily_allowance_resets_at_midnight_utc():
     ],
 )
 async def test_only_free_tier_ids_spend_the_allowance(model, counts):
-    budget = MemoryBudget(rpm=100, rpd=1)
+    budget = Budget(rpm=100, rpd=1)
     assert await budget.try_spend("a", model, MORNING) is None
     remaining = (await budget.snapshot("a", MORNING))["account_remaining_today"]
     assert remaining == (0 if counts else 1)
 
 
 async def test_open_mode_is_one_pool():
-    budget = MemoryBudget(rpm=1000, rpd=50)
+    budget = Budget(rpm=1000, rpd=50)
     assert await served(budget, None, 60, MORNING) == 50
     assert await budget.snapshot(None, MORNING) == {
         "share": 50,
@@ -89,7 +112,7 @@ async def test_open_mode_is_one_pool():
 
 async def test_a_greedy_key_cannot_starve_the_others():
     """DESIGN §7: budget 50, A sends 100 first, then B and C 10 each."""
-    budget = MemoryBudget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
+    budget = Budget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
     a = await served(budget, "A", 100, MORNING)
     b = await served(budget, "B", 10, MORNING + 200)
     c = await served(budget, "C", 10, MORNING + 300)
@@ -102,7 +125,7 @@ async def test_a_greedy_key_cannot_starve_the_others():
 
 
 async def test_reserves_are_released_over_the_last_four_hours():
-    budget = MemoryBudget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
+    budget = Budget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
     a = await served(budget, "A", 100, MORNING)
     await served(budget, "B", 10, MORNING + 200)
     await served(budget, "C", 10, MORNING + 300)
@@ -117,14 +140,14 @@ async def test_reserves_are_released_over_the_last_four_hours():
 
 
 async def test_a_key_that_never_came_is_protected_until_the_reserve_runs_out():
-    budget = MemoryBudget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
+    budget = Budget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
     a = await served(budget, "A", 100, MORNING)
     until = await budget.try_spend("A", FREE, MORNING + 500)
     assert until is not None and EVENING <= until < MIDNIGHT
     # B, which has sent nothing today, still gets its whole share.
     assert await served(budget, "B", 16, MORNING + 600) == 16
     # A's refusal named the moment it may go on: then it is served.
-    budget = MemoryBudget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
+    budget = Budget(rpm=1000, rpd=50, active_keys=keys("A", "B", "C"))
     assert await served(budget, "A", 100, MORNING) == a
     until = await budget.try_spend("A", FREE, MORNING + 500)
     assert until is not None
@@ -133,13 +156,13 @@ async def test_a_key_that_never_came_is_protected_until_the_reserve_runs_out():
 
 
 async def test_the_caller_counts_even_if_the_active_list_has_not_caught_up():
-    budget = MemoryBudget(rpm=1000, rpd=50, active_keys=keys("A"))
+    budget = Budget(rpm=1000, rpd=50, active_keys=keys("A"))
     assert (await budget.snapshot("new", MORNING))["share"] == 25
     assert await served(budget, "A", 50, MORNING) == 50  # A alone while "new" never spent
 
 
 async def test_following_openrouter_counts_calls_made_elsewhere():
-    budget = MemoryBudget(rpm=1000, rpd=50)
+    budget = Budget(rpm=1000, rpd=50)
     await budget.follow(limit=1000, remaining=990, used=10, now=MORNING)
     assert await served(budget, None, 5, MORNING) == 5
     snapshot = await budget.snapshot(None, MORNING + 10)
@@ -153,7 +176,7 @@ async def test_following_openrouter_counts_calls_made_elsewhere():
 
 
 async def test_a_followed_allowance_that_is_spent_refuses_until_midnight():
-    budget = MemoryBudget(rpm=1000, rpd=1000)
+    budget = Budget(rpm=1000, rpd=1000)
     await budget.follow(limit=50, remaining=0, used=50, now=MORNING)
     assert await budget.try_spend(None, FREE, MORNING) == MIDNIGHT
     # The next day starts from zero with the followed limit.
@@ -161,10 +184,9 @@ async def test_a_followed_allowance_that_is_spent_refuses_until_midnight():
 
 
 async def test_refusal_explains_without_counting():
-    budget = MemoryBudget(rpm=2, rpd=50, active_keys=keys("A", "B"))
-    assert await budget.refusal("A", MORNING) is None
+    budget = Budget(rpm=2, rpd=50, active_keys=keys("A", "B"))
     await served(budget, "A", 2, MORNING)
-    refusal = await budget.refusal("A", MORNING + 2)
+    refusal = await budget.take("A", MORNING + 2)
     assert refusal == BudgetRefusal("minute", MORNING + 60, 2)
     assert (await budget.snapshot("A", MORNING + 2))["used_by_key"] == 2
 
@@ -203,7 +225,7 @@ async def test_free_daily_reads_get_key(info, expected):
 
 
 async def test_refresh_follows_get_key_and_survives_failures():
-    budget = MemoryBudget(rpm=1000, rpd=50)
+    budget = Budget(rpm=1000, rpd=50)
     answers: list[object] = [
         UpstreamUnreachable("connection refused"),
         {"free_model_daily_requests": {"limit": 1000, "remaining": 700, "used": 300}},
@@ -222,24 +244,24 @@ async def test_refresh_follows_get_key_and_survives_failures():
             raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        await refresh(budget, fetch, lambda: MORNING, every=120, sleep=sleep)
+        await refresh(budget.store, fetch, lambda: MORNING, every=120, sleep=sleep)
     assert sleeps == [120, 120]
     snapshot = await budget.snapshot(None, MORNING)
     assert (snapshot["account_limit_today"], snapshot["account_remaining_today"]) == (1000, 700)
 
 
 async def test_refresh_once_without_the_field_changes_nothing():
-    budget = MemoryBudget(rpm=1000, rpd=50)
+    budget = Budget(rpm=1000, rpd=50)
 
     async def fetch():
         return {"label": "x"}
 
-    assert await refresh_once(budget, fetch, MORNING) is False
+    assert await refresh_once(budget.store, fetch, MORNING) is False
     assert (await budget.snapshot(None, MORNING))["account_limit_today"] == 50
 
 
 async def test_fifty_concurrent_attempts_against_rpm_10_spend_exactly_10():
-    budget = MemoryBudget(rpm=10, rpd=1000, active_keys=keys("A"))
+    budget = Budget(rpm=10, rpd=1000, active_keys=keys("A"))
 
     async def one() -> float | None:
         await asyncio.sleep(0)

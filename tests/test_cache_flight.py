@@ -152,15 +152,15 @@ async def test_leaders_that_end_with_nothing_hand_over_one_at_a_time_up_to_the_c
     assert len(flights) == 0
 
 
-async def test_a_leader_ticket_dropped_unfinished_wakes_its_followers():
-    """A streaming body that never ran never reaches its `finally`: the ticket's end must."""
+async def test_a_leader_lease_dropped_unfinished_wakes_its_followers():
+    """A streaming body that never ran never reaches its `finally`: the lease's end must."""
     flights = Flights()
-    ticket = await flights.join("k")
-    assert ticket.leading
+    lease = await flights.join("k")
+    assert lease.leading
     follower = asyncio.create_task(flights.join("k"))
     await settle()
     assert not follower.done()
-    del ticket
+    del lease
     gc.collect()
     taken_over = await asyncio.wait_for(follower, 5)
     assert taken_over.leading and taken_over.entry is None
@@ -217,13 +217,13 @@ async def test_a_followers_error_is_its_leaders_unless_it_was_another_keys_own(
     leader = await cache.lookup(REQUEST, "alice", None)
     follower = asyncio.create_task(cache.lookup(REQUEST, follower_key, None))
     await settle()
-    assert leader.ticket is not None and not follower.done()
+    assert leader.lease is not None and not follower.done()
     error.headers["X-Proxy-Attempts"] = "2"
     leader.fail(error)
     await settle()
     assert follower.done()
     if not shared:
-        assert (await follower).ticket is not None
+        assert (await follower).lease is not None
         return
     with pytest.raises(type(error)) as raised:
         await follower

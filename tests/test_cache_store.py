@@ -40,8 +40,8 @@ async def test_filling_twice_the_bound_keeps_the_measured_size_under_it():
         assert await cache.put(f"k{n}", entry)
         written += entry.size
         n += 1
-        assert cache.stats().bytes <= cache.max_bytes
-    stats = cache.stats()
+        assert (await cache.stats()).bytes <= cache.max_bytes
+    stats = await cache.stats()
     assert stats.bytes == sum(e.size for e in cache._cache.values())
     assert stats.bytes > cache.max_bytes // 2  # it evicts as needed, not everything
     assert await cache.get(f"k{n - 1}") is not None  # the newest answers stay
@@ -62,7 +62,7 @@ async def test_the_real_memory_held_stays_under_the_bound_for_many_small_answers
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert cache.stats().entries > 1000
+    assert (await cache.stats()).entries > 1000
     assert held <= bound
 
 
@@ -77,7 +77,7 @@ async def test_an_answer_larger_than_the_bound_is_not_stored():
 async def test_zero_megabytes_stores_nothing():
     cache = MemoryCache.from_mb(0, ttl=60)
     assert not await cache.put("k", answer(10))
-    assert cache.stats().entries == 0
+    assert (await cache.stats()).entries == 0
 
 
 async def test_entries_expire_after_the_ttl_on_the_injected_clock():
@@ -88,8 +88,8 @@ async def test_entries_expire_after_the_ttl_on_the_injected_clock():
     assert await cache.get("k") is not None
     clock.now += 2
     assert await cache.get("k") is None
-    assert cache.stats().entries == 0
-    assert cache.stats().bytes == 0
+    assert (await cache.stats()).entries == 0
+    assert (await cache.stats()).bytes == 0
 
 
 async def test_stats_count_hits_misses_entries_and_bytes():
@@ -99,7 +99,7 @@ async def test_stats_count_hits_misses_entries_and_bytes():
     await cache.get("k")
     await cache.get("k")
     await cache.get("other")
-    stats = cache.stats()
+    stats = await cache.stats()
     assert (stats.entries, stats.bytes, stats.hits, stats.misses) == (1, entry.size, 2, 1)
 
 
@@ -109,4 +109,4 @@ async def test_putting_the_same_key_again_replaces_the_answer():
     newer = answer(200, 2)
     await cache.put("k", newer)
     assert await cache.get("k") == newer
-    assert cache.stats().bytes == newer.size
+    assert (await cache.stats()).bytes == newer.size

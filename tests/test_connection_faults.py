@@ -42,7 +42,7 @@ def proxy_through(link: FaultyLink, **overrides: Any) -> Iterator[tuple[LiveServ
 
 
 def failing(services: Services, model: str) -> set[str]:
-    return asyncio.run(services.cooldowns.failing([model], time.time()))
+    return set(asyncio.run(services.cooldowns.snapshot([model], time.time())).failing)
 
 
 def post(proxy: LiveServer, **body: Any) -> httpx.Response:

@@ -13,6 +13,7 @@ from app.routing.cooldowns import (
     MAX_TRACKED_MODELS,
     MemoryCooldowns,
 )
+from app.routing.ranking import rank
 
 pytestmark = pytest.mark.anyio
 MIB = 1024 * 1024
@@ -53,13 +54,16 @@ async def test_marks_last_as_long_as_they_say():
     await store.cool("a/limited", clock.now + 60)
     await store.mark_failing("a/failing", clock.now + FAILING_SECONDS)
 
-    assert await store.cooling(["a/limited", "a/failing"], clock.now) == {
-        "a/limited": clock.now + 60
-    }
-    assert await store.failing(["a/limited", "a/failing"], clock.now) == {"a/failing"}
-    assert (await store.rank(["a/failing", "a/other"]))[-1] == "a/failing"
+    states = await store.snapshot(["a/limited", "a/failing"], clock.now)
+    assert states.cooling == {"a/limited": clock.now + 60}
+    assert states.failing == {"a/failing"}
+    ranked = rank(
+        ["a/failing", "a/other"], await store.snapshot(["a/failing", "a/other"], clock.now)
+    )
+    assert ranked[-1] == "a/failing"
 
     clock.now += FAILING_SECONDS + 1  # a recovered model is back at its place
-    assert await store.failing(["a/failing"], clock.now) == set()
-    assert await store.rank(["a/failing", "a/other"]) == ["a/failing", "a/other"]
-    assert await store.cooling(["a/limited"], clock.now) == {"a/limited": clock.now + 44}
+    assert (await store.snapshot(["a/failing"], clock.now)).failing == set()
+    states = await store.snapshot(["a/failing", "a/other"], clock.now)
+    assert rank(["a/failing", "a/other"], states) == ["a/failing", "a/other"]
+    assert (await store.snapshot(["a/limited"], clock.now)).cooling == {"a/limited": clock.now + 44}

@@ -110,7 +110,7 @@ def tool_calls(message: Any) -> list[dict[str, Any]]:
 
 
 def entries(proxy: LiveServer) -> int:
-    return services(proxy).cache.store.stats().entries
+    return on_loop(proxy, services(proxy).cache.store.stats()).entries
 
 
 # --- 1. the second identical request is a hit ------------------------------------------------
@@ -571,7 +571,7 @@ def test_filling_twice_the_bound_keeps_the_measured_size_under_it(
             answer, _ = chat(sdk, messages=[{"role": "user", "content": f"question {n}"}])
             stored += len(answer.model_dump_json())
             n += 1
-            stats = services(proxy).cache.store.stats()
+            stats = on_loop(proxy, services(proxy).cache.store.stats())
             assert stats.bytes <= bound
         assert 0 < stats.entries < n
         _, oldest = chat(sdk, messages=[{"role": "user", "content": "question 0"}])
@@ -592,7 +592,7 @@ def test_a_hit_spends_no_budget_counts_for_rpm_rpd_not_tpd_and_records_a_free_hi
 
         def measure() -> tuple[Any, Any]:
             now = found.clock()
-            budget = on_loop(proxy, found.budget.snapshot("alice", now))
+            budget = on_loop(proxy, found.gate.free_budget("alice"))
             quotas = on_loop(proxy, found.gate.quotas.snapshot(key, now))
             return budget, quotas
 

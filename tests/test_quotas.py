@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from app.errors import QuotaExceeded, error_response
-from app.team.quotas import MemoryQuotas, Ticket, reset_duration, usage_fields
+from app.team.quotas import Grant, MemoryQuotas, ratelimit_headers, reset_duration, usage_fields
 
 pytestmark = pytest.mark.anyio
 
@@ -136,8 +136,9 @@ async def test_concurrency_slot_is_released_once():
         "concurrency limit of 2 requests at a time reached for key 'alice'; "
         "retry in 1 s, or when one of them ends"
     )
-    await first.release()
-    await first.release()  # idempotent: frees one slot, not two
+    assert first.lease is not None
+    await store.release(key, first.lease)
+    await store.release(key, first.lease)  # idempotent: frees one slot, not two
     await store.admit(key, MORNING)
     await refused(store, key, MORNING)
 
@@ -160,10 +161,10 @@ async def test_keys_are_counted_apart():
 async def test_open_mode_and_unlimited_keys_pass_and_carry_no_headers():
     store = quotas()
     for key in (None, Key()):
-        ticket = await store.admit(key, MORNING)
-        assert isinstance(ticket, Ticket)
-        await ticket.release()
-        assert await store.ratelimit_headers(key, MORNING) == {}
+        grant = await store.admit(key, MORNING)
+        assert isinstance(grant, Grant)
+        assert grant.lease is None
+        assert ratelimit_headers(await store.snapshot(key, MORNING), MORNING) == {}
         snapshot = await store.snapshot(key, MORNING)
         assert snapshot == {"rpm": None, "rpd": None, "tpd": None, "concurrency": None}
 
@@ -173,7 +174,7 @@ async def test_headers_use_openai_names_and_formats():
     for offset in (0, 10, 20):
         await store.admit(key, MORNING + offset)
     await store.add_tokens(key, 1200, MORNING + 20)
-    assert await store.ratelimit_headers(key, MORNING + 20) == {
+    assert ratelimit_headers(await store.snapshot(key, MORNING + 20), MORNING + 20) == {
         "x-ratelimit-limit-requests": "10",
         "x-ratelimit-remaining-requests": "7",
         "x-ratelimit-reset-requests": "1m0s",  # until the newest request leaves the window
@@ -187,7 +188,7 @@ async def test_request_headers_describe_the_tighter_of_rpm_and_rpd():
     store, key = quotas(), Key(rpm=10, rpd=4)
     for _ in range(3):
         await store.admit(key, MIDNIGHT - 3723)
-    headers = await store.ratelimit_headers(key, MIDNIGHT - 3723)
+    headers = ratelimit_headers(await store.snapshot(key, MIDNIGHT - 3723), MIDNIGHT - 3723)
     assert headers == {
         "x-ratelimit-limit-requests": "4",
         "x-ratelimit-remaining-requests": "1",
@@ -199,7 +200,7 @@ async def test_when_both_are_spent_the_later_reset_is_shown():
     store, key = quotas(), Key(rpm=2, rpd=2)
     await store.admit(key, MORNING)
     await store.admit(key, MORNING)
-    headers = await store.ratelimit_headers(key, MORNING)
+    headers = ratelimit_headers(await store.snapshot(key, MORNING), MORNING)
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-limit-requests"] == "2"
     assert headers["x-ratelimit-reset-requests"] == "16h0m0s"
@@ -225,7 +226,7 @@ async def test_reset_duration(seconds, text):
 
 async def test_snapshot_for_get_v1_usage():
     store, key = quotas(), Key(rpm=5, rpd=100, concurrency=3)
-    ticket = await store.admit(key, MORNING)
+    grant = await store.admit(key, MORNING)
     snapshot = await store.snapshot(key, MORNING + 30)
     assert snapshot == {
         "rpm": {"limit": 5, "used": 1, "remaining": 4, "resets_at": MORNING + 60},
@@ -233,7 +234,8 @@ async def test_snapshot_for_get_v1_usage():
         "tpd": None,
         "concurrency": {"limit": 3, "used": 1, "remaining": 2, "resets_at": None},
     }
-    await ticket.release()
+    assert grant.lease is not None
+    await store.release(key, grant.lease)
     later = await store.snapshot(key, MORNING + 61)
     assert later["rpm"] == {"limit": 5, "used": 0, "remaining": 5, "resets_at": None}
     assert usage_fields(later) == {
@@ -248,19 +250,19 @@ async def test_snapshot_does_not_count_toward_any_quota():
     store, key = quotas(), Key(rpm=1, rpd=1)
     for _ in range(3):
         await store.snapshot(key, MORNING)
-        await store.ratelimit_headers(key, MORNING)
+        ratelimit_headers(await store.snapshot(key, MORNING), MORNING)
     await store.admit(key, MORNING)
 
 
 async def test_fifty_concurrent_admits_against_rpm_10_admit_exactly_10():
     store, key = quotas(), Key(rpm=10, concurrency=100)
 
-    async def one() -> Ticket:
+    async def one() -> Grant:
         await asyncio.sleep(0)  # interleave on the loop before admitting
         return await store.admit(key, MORNING)
 
     results = await asyncio.gather(*(one() for _ in range(50)), return_exceptions=True)
-    assert sum(isinstance(r, Ticket) for r in results) == 10
+    assert sum(isinstance(r, Grant) for r in results) == 10
     assert sum(isinstance(r, QuotaExceeded) for r in results) == 40
     snapshot = await store.snapshot(key, MORNING)
     assert snapshot["concurrency"] is not None and snapshot["concurrency"]["used"] == 10
@@ -268,7 +270,7 @@ async def test_fifty_concurrent_admits_against_rpm_10_admit_exactly_10():
 
 async def test_seeded_daily_counts_carry_over_a_restart_until_midnight():
     store, key = quotas(), Key(rpd=3, tpd=100)
-    store.seed("alice", requests=2, tokens=40, now=MORNING)
+    await store.seed("alice", requests=2, tokens=40, now=MORNING)
     await store.admit(key, MORNING)
     assert "rpd limit of 3" in (await refused(store, key, MORNING + 1)).message
     used = usage_fields(await store.snapshot(key, MORNING + 1))["used"]

@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.team.db import open_database
+from app.team.keys import KeyTable
 from app.team.store import Team
 from tests.conftest import ProxyFactory
 from tests.fake_openrouter import (
@@ -164,7 +166,8 @@ PYTHON_EXAMPLES = {
     "embeddings": Expect(EMBEDDINGS_PATH, ("2 vectors of",)),
     "completions": Expect(COMPLETIONS_PATH, (f"{DEFAULT_CONTENT} answered by",)),
 }
-SHELL_EXAMPLES = {"curl", "Team keys, quotas and usage"}  # each has its test below
+SHELL_EXAMPLES = {"curl", "Team keys, quotas and usage", "Running several replicas"}
+# (each has its test below)
 RUN_THROUGH_ITS_CLIENT = {"claude-code"}  # the variables, read by the anthropic SDK
 NOT_RUN_HERE = {
     "Quick start": "installs into a new venv and needs a real OpenRouter key; .ci/run runs "
@@ -324,3 +327,30 @@ def create_key(proxy: LiveServer) -> str:
     key = made.json()["key"]
     assert isinstance(key, str)
     return key
+
+
+def test_db_copy_moves_keys_and_usage_from_sqlite_to_postgres(
+    start_proxy: ProxyFactory, pg_url: str, tmp_path: Path
+) -> None:
+    """ "Running several replicas": the documented `db copy`, from the SQLite file in the
+    current folder to an empty Postgres database; a key made before works against the copy."""
+    code = examples()["Running several replicas"].code
+    documented = re.search(r"postgresql://\S+", code)
+    assert documented and "sqlite:///openrouter-proxy.db" in code
+    code = code.replace(documented[0], pg_url)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "openrouter-proxy"
+    command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m app "$@"\n')
+    command.chmod(0o755)
+    keys = KeyTable(open_database(tmp_path / "openrouter-proxy.db"))
+    secret = keys.create("carol", rpm=5)
+    keys.close()
+    env = client_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    done = run_shell(code, tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"copied 1 keys?, 0 usage records", done.stdout), done.stdout
+    with start_proxy(database_url=pg_url) as proxy:
+        answer = httpx.get(f"{proxy.url}/v1/usage", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["key"] == "carol"

@@ -62,7 +62,7 @@ async def test_local_exhaustion_is_a_503_that_cools_nothing(failure: BaseExcepti
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "proxy_out_of_resources"
     assert tried == ["/api/v1/chat/completions"]  # the walk stopped: every model is local
-    assert await services.cooldowns.cooling([SCOUT, QWEN], services.clock()) == {}
+    assert (await services.cooldowns.snapshot([SCOUT, QWEN], services.clock())).cooling == {}
 
 
 def test_an_answer_above_the_cap_is_a_broken_attempt(

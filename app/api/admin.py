@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException
 from app.deps import is_admin, services_of
 from app.errors import InvalidKey
 from app.team.auth import Caller
-from app.team.budget import BudgetStore
 from app.team.database import Database
 from app.team.gate import Gate
 from app.team.keys import MAX_LIMIT
@@ -102,9 +101,7 @@ async def admin_usage(
     return {"object": "list", "data": rows}
 
 
-async def usage_report(
-    caller: Caller, gate: Gate, budget: BudgetStore, now: float
-) -> dict[str, Any]:
+async def usage_report(caller: Caller, gate: Gate, now: float) -> dict[str, Any]:
     """GET /v1/usage's body (DESIGN §4, §7): limits, used, remaining and resets_at per limit,
     read from the live quota store (the one that admits requests, so the two never
     disagree), and `free_budget`: the caller's fair share of the account's free allowance
@@ -113,7 +110,7 @@ async def usage_report(
     return {
         "key": caller.name,
         **usage_fields(snapshot),
-        "free_budget": dict(await budget.snapshot(caller.name, now)),
+        "free_budget": dict(await gate.free_budget(caller.name)),
     }
 
 
@@ -121,7 +118,7 @@ async def usage_report(
 async def my_usage(request: Request) -> dict[str, Any]:
     """The calling key's limits and what is left of them; counts toward no quota."""
     services = services_of(request)
-    caller = services.gate.authenticate(
+    caller = await services.gate.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
-    return await usage_report(caller, services.gate, services.budget, services.clock())
+    return await usage_report(caller, services.gate, services.clock())

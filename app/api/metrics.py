@@ -6,12 +6,10 @@ exists it answers only to PROXY_ADMIN_KEY; in open mode (loopback, no keys) it i
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.deps import services_of
+from app.deps import is_admin, services_of
 from app.errors import InvalidKey
 from app.metrics import CONTENT_TYPE
 
@@ -22,15 +20,12 @@ router = APIRouter(tags=["metrics"])
 async def metrics(request: Request) -> Response:
     services = services_of(request)
     if not services.team.keyring.open_mode:
-        admin_key = services.settings.admin_key
-        if admin_key is None:
+        if services.settings.admin_key is None:
             raise InvalidKey(
                 "GET /metrics needs PROXY_ADMIN_KEY once client keys exist, and none is set: "
                 "set PROXY_ADMIN_KEY and pass it as `Authorization: Bearer …`."
             )
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        expected = admin_key.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        if not is_admin(request):
             raise InvalidKey("GET /metrics needs PROXY_ADMIN_KEY as `Authorization: Bearer …`.")
     body = await services.metrics.scrape(services)
     return Response(body, media_type=CONTENT_TYPE)

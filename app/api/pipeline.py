@@ -141,7 +141,7 @@ class Flow:
         if not self.counting:  # a count is never cached
             self.cache = services.cache.status(parsed, headers.get("cache-control"))
             trace.cache = self.cache.status
-        self.caller = services.gate.authenticate(
+        self.caller = await services.gate.authenticate(
             headers.get("authorization"), headers.get("x-api-key")
         )
         trace.key = self.caller.name
@@ -215,7 +215,7 @@ class Flow:
         body, counted_by = await services.counter.count(parsed, model, trace.id)
         trace.served = counted_by
         trace.finish(services.team.usage, 200)  # the log line; `recorded` is off
-        headers = await services.gate.quotas.ratelimit_headers(self.caller.key, services.clock())
+        headers = await services.gate.ratelimit_headers(self.caller)
         headers.update(self._headers(counted_by, 1 if counted_by else 0))
         return Response(body, media_type="application/json", headers=headers)
 

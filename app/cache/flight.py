@@ -13,7 +13,7 @@ Bounds, so nobody waits longer than its own request would have taken:
   hand-overs included), then gets TimeoutError;
 - after `max_leaders` leaders of one key in a row ended with nothing, the followers still
   waiting stop coalescing and each makes its own call (so at most `max_leaders` serial tries);
-- a leader ticket garbage-collected unfinished (e.g. a streaming body that never started)
+- a leader lease garbage-collected unfinished (e.g. a streaming body that never started)
   counts as a leader that ended with nothing, so its followers wake.
 Coalescing is per process; replicas sharing Redis still share stored answers.
 """
@@ -58,11 +58,11 @@ def _land(
     flight.done.set()
 
 
-class Ticket:
+class Lease:
     """A request's place in a flight: the leader's entry (`entry`) or failure (`failure`),
     or the duty to lead (`leading`).
 
-    A leading ticket must end with `finish(entry)`, `fail(error)` or `release()` (once;
+    A leading lease must end with `finish(entry)`, `fail(error)` or `release()` (once;
     `async with` releases on exit), ideally in the `finally` of whatever relays the answer.
     """
 
@@ -101,7 +101,7 @@ class Ticket:
         """End with nothing to share (the client left, not storable); a follower leads next."""
         self.finish(None)
 
-    async def __aenter__(self) -> Ticket:
+    async def __aenter__(self) -> Lease:
         return self
 
     async def __aexit__(
@@ -124,7 +124,7 @@ class Flights:
     def __len__(self) -> int:
         return len(self._flights)
 
-    async def join(self, key: str, wait: float | None = None) -> Ticket:
+    async def join(self, key: str, wait: float | None = None) -> Lease:
         """Lead the call for `key`, or follow the current leader and take its entry or its
         failure. A follower waits `wait` seconds at most, over every hand-over, then gets
         TimeoutError: its own request would have been over by then."""
@@ -136,9 +136,9 @@ class Flights:
                 await flight.done.wait()
                 if flight.entry is not None:
                     self.coalesced += 1
-                    return Ticket(entry=flight.entry)
+                    return Lease(entry=flight.entry)
                 if flight.failure is not None:
-                    return Ticket(failure=flight.failure)
+                    return Lease(failure=flight.failure)
                 # The leader ended with nothing. Follow whoever took over, even if it has
                 # finished already (this follower may wake late), else take over.
                 ended = flight
@@ -147,17 +147,17 @@ class Flights:
                     return self._lead(key, ended)
                 flight = taken_over
 
-    def _lead(self, key: str, ended: _Flight | None) -> Ticket:
-        """A ticket to make the call: the flight's next leader, or on its own after
+    def _lead(self, key: str, ended: _Flight | None) -> Lease:
+        """A lease to make the call: the flight's next leader, or on its own after
         `max_leaders` leaders in a row ended with nothing."""
         unanswered = 0 if ended is None else ended.unanswered + 1
         if unanswered >= self.max_leaders:
-            return Ticket()  # enough serial tries: on its own from now on
+            return Lease()  # enough serial tries: on its own from now on
         flight = _Flight(unanswered)
         self._flights[key] = flight
         if ended is not None:
             ended.next = flight
-        return Ticket(lead=(self._flights, key, flight))
+        return Lease(lead=(self._flights, key, flight))
 
     async def run(
         self, key: str, call: Callable[[], Awaitable[Entry | None]]
@@ -168,16 +168,16 @@ class Flights:
         own caller then relays it; the followers try again under a new leader). An error it
         raises is raised to every follower too.
         """
-        ticket = await self.join(key)
-        if ticket.entry is not None:
-            return ticket.entry, True
-        if ticket.failure is not None:
-            raise ticket.failure
-        async with ticket:
+        lease = await self.join(key)
+        if lease.entry is not None:
+            return lease.entry, True
+        if lease.failure is not None:
+            raise lease.failure
+        async with lease:
             try:
                 entry = await call()
             except Exception as error:
-                ticket.fail(error)
+                lease.fail(error)
                 raise
-            ticket.finish(entry)
+            lease.finish(entry)
             return entry, False

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.cache.flight import Flights, Ticket
+from app.cache.flight import Flights, Lease
 from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
 from app.cache.replay import Replay, StreamAssembler, StreamRecorder, render_hit
 from app.cache.storable import is_storable
@@ -29,7 +29,7 @@ class CacheUse:
     status: XCache
     key: str | None = None
     store: bool = False
-    ticket: Ticket | None = None
+    lease: Lease | None = None
     hit: Replay | None = None
     entry: Entry | None = None
     recorder: StreamAssembler | StreamRecorder | None = None
@@ -51,19 +51,19 @@ class CacheUse:
         rather than each make the call again. Under the global scope followers may be other
         keys, so only what upstream said is shared; a refusal of this key's own (its share
         of the free allowance) leaves the next try to a follower."""
-        if self.ticket is None:
+        if self.lease is None:
             return
         if self.private or isinstance(error, UpstreamError):
-            self.ticket.fail(_for_follower(error))
+            self.lease.fail(_for_follower(error))
         else:
-            self.ticket.release()
-        self.ticket = None
+            self.lease.release()
+        self.lease = None
 
     def release(self) -> None:
         """No answer to share (an abandoned request, one not storable): a follower leads next."""
-        if self.ticket is not None:
-            self.ticket.release()
-            self.ticket = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 NOT_USED = CacheUse(status="BYPASS")
@@ -110,9 +110,9 @@ class ResponseCache:
         if allowed.lookup:
             entry = await self.store.get(key)
             if entry is None:
-                ticket = await self._join(key, wait)
-                entry = ticket.entry
-                use.ticket = ticket if ticket.leading else None
+                lease = await self._join(key, wait)
+                entry = lease.entry
+                use.lease = lease if lease.leading else None
             if entry is not None and may_serve is not None and not await may_serve(entry.model):
                 entry = None
             if entry is not None and (hit := self._replay(entry, parsed)) is not None:
@@ -127,18 +127,18 @@ class ResponseCache:
             )
         return use
 
-    async def _join(self, key: str, wait: float | None) -> Ticket:
+    async def _join(self, key: str, wait: float | None) -> Lease:
         try:
-            ticket = await self.flights.join(key, wait)
+            lease = await self.flights.join(key, wait)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The identical request this one waited for did not finish within {wait:.0f} s, "
                 "the longest this request's own attempts could have taken; retry it."
             ) from None
-        if ticket.failure is not None:
-            assert isinstance(ticket.failure, ProxyError)  # only `CacheUse.fail` sets one
-            raise _for_follower(ticket.failure)
-        return ticket
+        if lease.failure is not None:
+            assert isinstance(lease.failure, ProxyError)  # only `CacheUse.fail` sets one
+            raise _for_follower(lease.failure)
+        return lease
 
     async def keep(
         self,
@@ -163,9 +163,9 @@ class ResponseCache:
                     headers=tuple(headers.items()),
                 )
                 await self.store.put(use.key, entry)
-        if use.ticket is not None:
-            use.ticket.finish(entry)
-            use.ticket = None
+        if use.lease is not None:
+            use.lease.finish(entry)
+            use.lease = None
 
     @staticmethod
     def _answer(use: CacheUse, route: str, body: bytes | None) -> tuple[bytes | None, bool]:

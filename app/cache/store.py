@@ -54,11 +54,15 @@ class CacheStats:
 class CacheStore(Protocol):
     """A place for answers, shared or not; the pipeline knows nothing else about it."""
 
-    async def get(self, key: str) -> Entry | None: ...
+    async def get(self, key: str) -> Entry | None:
+        """The live entry for `key`, counting one hit or one miss in the same step."""
 
-    async def put(self, key: str, entry: Entry) -> bool: ...
+    async def put(self, key: str, entry: Entry) -> bool:
+        """Store `entry` in one step, evicting least recently used entries until the
+        measured total fits the bound; False (nothing stored) when it alone exceeds it."""
 
-    def stats(self) -> CacheStats: ...
+    async def stats(self) -> CacheStats:
+        """Live entries, their measured bytes, and the lookups counted so far."""
 
 
 def _entry_size(entry: Entry) -> int:
@@ -100,6 +104,6 @@ class MemoryCache:
         self._cache[key] = entry
         return True
 
-    def stats(self) -> CacheStats:
+    async def stats(self) -> CacheStats:
         self._cache.expire()
         return CacheStats(len(self._cache), int(self._cache.currsize), self._hits, self._misses)

@@ -24,9 +24,10 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from app.free_tier import is_free_variant
 from app.request_log import REQUEST_ID
 from app.routing.catalogue import Catalogue
-from app.routing.cooldowns import FAILING_SECONDS, CooldownStore, is_free_variant
+from app.routing.cooldowns import FAILING_SECONDS, CooldownStore
 from app.routing.policy import Next, Scope, Verdict, cooldown_until, judge
 
 T = TypeVar("T")
@@ -131,7 +132,8 @@ class Attempts:
         held: dict[str, Hold] = {}
         while remaining and tried < self._max_attempts:
             now = self._clock()
-            cooling = await self._cooldowns.cooling(remaining, now)
+            states = await self._cooldowns.snapshot(remaining, now)
+            cooling = dict(states.cooling) if held else states.cooling
             for model, hold in held.items():
                 if model in remaining and hold.until > now:
                     cooling[model] = max(cooling.get(model, 0.0), hold.until)
@@ -143,8 +145,7 @@ class Attempts:
                 await _sleep_unless_gone(wait, client_gone)
                 waited += wait
                 continue
-            failing = await self._cooldowns.failing(ready, now)
-            model = next((m for m in ready if m not in failing), ready[0])
+            model = next((m for m in ready if m not in states.failing), ready[0])
             if spend is not None and (holding := await spend(model)) is not None:
                 held[model] = holding
                 continue
@@ -244,7 +245,7 @@ class Attempts:
     async def _exhausted(self, candidates: Sequence[str], last: UpstreamError | None) -> ProxyError:
         """No candidate left: say which models are cooling and when they are back."""
         now = self._clock()
-        cooling = await self._cooldowns.cooling(candidates, now)
+        cooling = (await self._cooldowns.snapshot(candidates, now)).cooling
         rate_limited = last is None or (isinstance(last, UpstreamRejected) and last.status == 429)
         if cooling and rate_limited:
             return _cooling_error(cooling, now, last)

@@ -7,10 +7,14 @@ that model; a chain keyed by an alias (`fast`) stands in its place.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from app.config import Settings
 from app.request import Needs, ParsedRequest
 from app.routing.catalogue import Catalogue, ModelInfo
 from app.routing.cooldowns import CooldownStore
+from app.routing.ranking import rank
 
 FREE = "free"
 # With PROXY_ALLOW_PAID, `free` may end with at most this many priced models (DESIGN §6).
@@ -22,7 +26,14 @@ def is_model_id(name: str) -> bool:
 
 
 class Router:
-    def __init__(self, settings: Settings, catalogue: Catalogue, cooldowns: CooldownStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalogue: Catalogue,
+        cooldowns: CooldownStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
         self._chains = settings.chains
         self._allow_paid = settings.allow_paid
         self._catalogue = catalogue
@@ -67,7 +78,7 @@ class Router:
         models = await self._catalogue.models()
         fitting = [m for m in models.values() if m.is_text_chat and _fits(m, needs)]
         free = [m.id for m in fitting if m.is_free and not m.is_router]
-        pool = await self._cooldowns.rank(free)
+        pool = rank(free, await self._cooldowns.snapshot(free, self._clock()))
         if self._allow_paid:
             paid = sorted(
                 (m for m in fitting if not m.is_free and not m.is_router),

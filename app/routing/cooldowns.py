@@ -9,7 +9,9 @@ a success is remembered only for a model the proxy ranks (the caller says which)
 made up by clients leave nothing at all.
 
 State sits behind the small `CooldownStore` protocol so that several replicas can share it
-through Redis later; `MemoryCooldowns` is the in-process store. Times are epoch seconds
+through Redis later; `MemoryCooldowns` is the in-process store. The rules that read it
+(ranking, which model next) are pure functions elsewhere (`routing/ranking.py`,
+`routing/attempts.py`). Times are epoch seconds
 from the injected clock, because OpenRouter's resets are wall-clock (`X-RateLimit-Reset`).
 """
 
@@ -22,7 +24,8 @@ from typing import Protocol
 
 from cachetools import TLRUCache, TTLCache
 
-FREE_SUFFIX = ":free"
+from app.free_tier import is_free_variant
+
 # How long a model that failed (not rate-limited) is tried after the others.
 FAILING_SECONDS = 15.0
 # How long a model's health (latency, consecutive 429s) is remembered after its last use.
@@ -33,16 +36,28 @@ MAX_TRACKED_MODELS = 4_096
 _LATENCY_WEIGHT = 0.3
 
 
-def is_free_variant(model: str) -> bool:
-    """The account-wide free-tier limits apply to `:free` ids only (openrouter-api.md §5)."""
-    return model.endswith(FREE_SUFFIX)
+@dataclass(frozen=True, slots=True)
+class ModelStates:
+    """What the store knows of some models at one moment: the rules read only this."""
+
+    cooling: dict[str, float]  # rate-limited models and when each comes back
+    failing: frozenset[str]  # models to try after the others
+    latency: dict[str, float]  # moving-average latency of models that answered lately
+
+
+NOTHING_KNOWN = ModelStates({}, frozenset(), {})
 
 
 class CooldownStore(Protocol):
-    async def cooling(self, models: Sequence[str], now: float) -> dict[str, float]:
-        """The models of `models` that are cooling, with the time each comes back."""
+    """Cooldowns, failing marks and health of models. Every operation is atomic on its own
+    (a shared store runs each as one command or script); none reads and then writes across
+    two calls, so replicas marking the same model at once lose no mark."""
 
-    async def cool(self, model: str, until: float) -> None: ...
+    async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
+        """One read of everything known of `models` at `now` (the selector's only read)."""
+
+    async def cool(self, model: str, until: float) -> None:
+        """Skip `model` until `until`; an earlier `until` never shortens a longer cooldown."""
 
     async def cool_free_tier(self, until: float) -> None:
         """Cool every `:free` model at once (free-models-per-min / -per-day)."""
@@ -50,18 +65,13 @@ class CooldownStore(Protocol):
     async def mark_failing(self, model: str, until: float) -> None:
         """A server failure: try `model` after the others until `until` (never skip it)."""
 
-    async def failing(self, models: Sequence[str], now: float) -> set[str]:
-        """The models of `models` marked failing at `now`."""
-
     async def succeeded(self, model: str, latency: float | None) -> None:
         """Clear `model`'s failing mark and rate-limit streak; `latency` None: remember
         nothing new of it (a model outside the catalogue is never ranked)."""
 
     async def failed(self, model: str) -> int:
-        """Record a rate limit; return the consecutive ones, this one included (backoff)."""
-
-    async def rank(self, models: Sequence[str]) -> list[str]:
-        """Order by recent success and latency: proven fast first, failing last."""
+        """Count a rate limit and return the consecutive ones, this one included (the
+        backoff), in one step."""
 
 
 @dataclass(slots=True)
@@ -77,7 +87,6 @@ def _until(_: str, until: float, __: float) -> float:
 
 class MemoryCooldowns:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
         self._until: TLRUCache[str, float] = TLRUCache(MAX_TRACKED_MODELS, _until, clock)
         self._failing: TLRUCache[str, float] = TLRUCache(MAX_TRACKED_MODELS, _until, clock)
         self._health: TTLCache[str, _Health] = TTLCache(MAX_TRACKED_MODELS, HEALTH_SECONDS, clock)
@@ -89,17 +98,24 @@ class MemoryCooldowns:
             cache.expire()
         return len(self._until) + len(self._failing) + len(self._health)
 
-    async def cooling(self, models: Sequence[str], now: float) -> dict[str, float]:
-        if not self._until and self._free_until <= now:
-            return {}  # the common case: nothing rate-limited at all
-        result: dict[str, float] = {}
+    async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
+        if not self._until and not self._failing and not self._health and self._free_until <= now:
+            return NOTHING_KNOWN  # the common case at start: nothing known at all
+        cooling: dict[str, float] = {}
+        failing: set[str] = set()
+        latency: dict[str, float] = {}
         for model in models:
-            until = self._until.get(model, 0.0)
+            until = self._until.get(model, 0.0) if self._until else 0.0
             if is_free_variant(model):
                 until = max(until, self._free_until)
             if until > now:
-                result[model] = until
-        return result
+                cooling[model] = until
+            if self._failing and self._failing.get(model, 0.0) > now:
+                failing.add(model)
+            health = self._health.get(model) if self._health else None
+            if health is not None and health.latency is not None:
+                latency[model] = health.latency
+        return ModelStates(cooling, frozenset(failing), latency)
 
     async def cool(self, model: str, until: float) -> None:
         self._until[model] = max(until, self._until.get(model, 0.0))
@@ -109,11 +125,6 @@ class MemoryCooldowns:
 
     async def mark_failing(self, model: str, until: float) -> None:
         self._failing[model] = until
-
-    async def failing(self, models: Sequence[str], now: float) -> set[str]:
-        if not self._failing:
-            return set()
-        return {m for m in models if self._failing.get(m, 0.0) > now}
 
     async def succeeded(self, model: str, latency: float | None) -> None:
         if self._failing:
@@ -136,16 +147,3 @@ class MemoryCooldowns:
         health.failures += 1
         self._health[model] = health
         return health.failures
-
-    async def rank(self, models: Sequence[str]) -> list[str]:
-        failing = await self.failing(models, self._clock())
-
-        def key(model: str) -> tuple[int, float]:
-            if model in failing:
-                return (2, 0.0)
-            health = self._health.get(model)
-            if health is None or health.latency is None:
-                return (1, 0.0)  # untried: after the proven ones, in catalogue order
-            return (0, health.latency)
-
-        return sorted(models, key=key)

@@ -116,12 +116,12 @@ async def assemble(services: Services) -> Snapshot:
             today_requests += row["requests"]
             today_hits += row["cache_hits"]
 
-    budget = await services.budget.snapshot(None, now)
+    budget = await services.gate.free_budget(None)
     keys = []
     for key in team.keyring.keys():
         if key.revoked is not None:
             continue
-        report = await usage_report(Caller(key), services.gate, services.budget, now)
+        report = await usage_report(Caller(key), services.gate, now)
         requests, tokens = today_key.get(key.name, [0, 0])
         keys.append(
             {
@@ -143,8 +143,8 @@ async def assemble(services: Services) -> Snapshot:
     except UpstreamError:
         catalogue = []
     watched = list(dict.fromkeys([*catalogue, *today_model, *recent]))
-    cooling = await services.cooldowns.cooling(watched, now)
-    failing = await services.cooldowns.failing(watched, now)
+    states = await services.cooldowns.snapshot(watched, now)
+    cooling, failing = states.cooling, states.failing
     used = sorted(
         set(today_model) | set(recent) | set(cooling).difference(catalogue),
         key=lambda m: (-today_model.get(m, 0), m),
@@ -163,7 +163,7 @@ async def assemble(services: Services) -> Snapshot:
         )
 
     checks = await ready_checks(services)
-    stats = services.cache.store.stats()
+    stats = await services.cache.store.stats()
     redis = checks.get("redis")
     return {
         "generated_at": now,

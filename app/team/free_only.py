@@ -23,6 +23,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from app.errors import Forbidden, ModelNotAllowed, WouldCost
+from app.free_tier import FREE_ROUTER
 from app.team.quotas import KeyLimits
 
 # Routers that pick models, tools or other models mid-request upstream, billed at the
@@ -37,7 +38,6 @@ COSTLY_ROUTERS = frozenset(
         "openrouter/bodybuilder",
     }
 )
-FREE_ROUTER = "openrouter/free"
 # Tool types the client runs itself: OpenAI's and Anthropic's (which may omit `type`).
 CLIENT_TOOL_TYPES = frozenset({"function", "custom", None})
 HOW_TO_PAY = "A key created with `openrouter-proxy keys create NAME --paid` may spend."

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.errors import RateLimited, UpstreamError
+from app.free_tier import spends_allowance
 from app.redaction import Redactor
 from app.request import ParsedRequest
 from app.routing.catalogue import Catalogue, ModelInfo
 from app.team import free_only
 from app.team.auth import Caller
-from app.team.budget import BudgetStore, allowance_message
+from app.team.budget import BudgetStore, BudgetView, allowance_message
 from app.team.database import Database
-from app.team.quotas import QuotaStore
-
-# A key counts as active for the fair share when created or used this recently (DESIGN §7).
-ACTIVE_SECONDS = 7 * 86400.0
+from app.team.quotas import QuotaStore, ratelimit_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +33,18 @@ class Hold:
 
 @dataclass(slots=True)
 class Admission:
-    """A request the quotas let in: its slot, and the `x-ratelimit-*` headers it carries."""
+    """A request the quotas let in: its lease, and the `x-ratelimit-*` headers it carries."""
 
     caller: Caller
-    release: Callable[[], Any]
+    quotas: QuotaStore
+    lease: int | None
     headers: dict[str, str] = field(default_factory=dict)
-    released: bool = False
 
     async def done(self) -> None:
-        if not self.released:
-            self.released = True
-            await self.release()
+        """Hand the concurrency lease back; later calls do nothing."""
+        lease, self.lease = self.lease, None
+        if lease is not None and self.caller.key is not None:
+            await self.quotas.release(self.caller.key, lease)
 
 
 class Gate:
@@ -65,16 +63,8 @@ class Gate:
         self._catalogue = catalogue
         self._redactor = redactor
         self._clock = clock
-        self._last_used: dict[str, float] = {}  # when each key last called
 
-    async def load_last_used(self) -> None:
-        """Who called lately, from the daily totals (at start-up: a restart does not forget
-        who is active; a call seen since then is newer)."""
-        now = self._clock()
-        known = await self.team.usage_store.last_used(now - ACTIVE_SECONDS, now)
-        self._last_used = {**known, **self._last_used}
-
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
+    async def authenticate(self, authorization: str | None, x_api_key: str | None) -> Caller:
         """The caller, or InvalidKey (401). The secret that authenticated joins the
         redactor; nothing else a client sends does (DESIGN §5)."""
         caller = self.team.keyring.authenticate(authorization, x_api_key)
@@ -83,7 +73,7 @@ class Gate:
             # open mode, is whatever text a client likes, and redacting it would let one
             # client rewrite every stream. So the set holds at most one secret per key.
             self._redactor.add(caller.secret)
-            self._last_used[caller.key.name] = self._clock()
+            await self.budget.mark_active(caller.key.name, self._clock())  # shares the allowance
         return caller
 
     async def admit(self, caller: Caller, parsed: ParsedRequest) -> Admission:
@@ -95,14 +85,21 @@ class Gate:
             if reason is not None:
                 refusal = free_only.forbidden(key.name, [free_only.Skipped("", reason, True)])
                 # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
-                refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+                refusal.headers.update(await self.ratelimit_headers(caller))
                 raise refusal
         try:
-            ticket = await self.quotas.admit(key, now)
+            grant = await self.quotas.admit(key, now)
         except RateLimited as refusal:
-            refusal.headers.update(await self.quotas.ratelimit_headers(key, now))
+            refusal.headers.update(await self.ratelimit_headers(caller))
             raise
-        return Admission(caller, ticket.release, await self.quotas.ratelimit_headers(key, now))
+        return Admission(caller, self.quotas, grant.lease, ratelimit_headers(grant.views, now))
+
+    async def ratelimit_headers(self, caller: Caller) -> dict[str, str]:
+        """The caller's `x-ratelimit-*` headers now, counting nothing."""
+        if caller.key is None:
+            return {}
+        now = self._clock()
+        return ratelimit_headers(await self.quotas.snapshot(caller.key, now), now)
 
     async def allowed(
         self, caller: Caller, parsed: ParsedRequest, names: Sequence[str]
@@ -123,7 +120,7 @@ class Gate:
         if not kept:
             refusal = free_only.forbidden(key.name, skipped)
             # Every response of a limited key carries its x-ratelimit-* (DESIGN §7).
-            refusal.headers.update(await self.quotas.ratelimit_headers(key, self._clock()))
+            refusal.headers.update(await self.ratelimit_headers(caller))
             raise refusal
         return kept
 
@@ -139,30 +136,25 @@ class Gate:
     async def spend(self, caller: Caller, model: str) -> Hold | None:
         """Count one attempt on `model` against the free allowance, or say until when the
         allowance (the account's, or this key's fair share) holds it back."""
-        now = self._clock()
-        until = await self.budget.try_spend(caller.name, model, now)
-        if until is None:
+        if not spends_allowance(model):
             return None
-        refusal = await self.budget.refusal(caller.name, now)
-        message = (
-            allowance_message(refusal, now, caller.name)
-            if refusal is not None
-            else "The account's free-model allowance is used up for now."
-        )
-        return Hold(until, message)
+        now = self._clock()
+        refusal = await self.budget.take(caller.name, self.members(), now)
+        if refusal is None:
+            return None
+        return Hold(refusal.until, allowance_message(refusal, now, caller.name))
 
     async def tokens(self, caller: Caller, count: int) -> None:
         await self.quotas.add_tokens(caller.key, count, self._clock())
 
-    def active_keys(self) -> list[str]:
-        """Keys that share the free allowance: not revoked, created or used lately."""
-        since = self._clock() - ACTIVE_SECONDS
-        return [
-            key.name
-            for key in self.team.keyring.keys()
-            if key.revoked is None
-            and (key.created >= since or self._last_used.get(key.name, 0.0) >= since)
-        ]
+    def members(self) -> dict[str, float]:
+        """The keys that may share the free allowance (not revoked), with when each was
+        created; `fair_share.active_keys` picks the active ones."""
+        return {key.name: key.created for key in self.team.keyring.keys() if key.revoked is None}
+
+    async def free_budget(self, key_name: str | None) -> BudgetView:
+        """The free allowance as `key_name` sees it, counting nothing."""
+        return await self.budget.snapshot(key_name, self.members(), self._clock())
 
     async def _models(self) -> dict[str, ModelInfo]:
         try:

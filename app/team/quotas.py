@@ -4,16 +4,19 @@
 State sits behind the small `QuotaStore` protocol so that several replicas can share it
 through Redis later; `MemoryQuotas` is the in-process store. Its `admit` checks and takes in
 one synchronous stretch (no `await` between), so on one event loop two requests cannot both
-take the last slot; a Redis store must do the same in one script. Every limit is checked
+take the last slot; a Redis store must do the same in one script. Which refusal to give and
+the `x-ratelimit-*` headers are pure functions over the counts (`_refusal`,
+`ratelimit_headers`). Every limit is checked
 before any is taken, so a refused request counts toward nothing. Times are epoch seconds,
 because the daily limits reset at 00:00 UTC.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
@@ -72,35 +75,62 @@ def reset_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-class Ticket:
-    """One admitted request's hold on its key's concurrency; `release()` once it ends."""
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What `admit` granted: the key's counts with this request in them, and the
+    concurrency lease to hand back to `release` when the request ends (None: no slot)."""
 
-    __slots__ = ("_release",)
-
-    def __init__(self, release: Callable[[], Awaitable[None]] | None = None) -> None:
-        self._release = release
-
-    async def release(self) -> None:
-        """End the concurrency slot; later calls do nothing."""
-        release, self._release = self._release, None
-        if release is not None:
-            await release()
+    views: dict[str, LimitView | None]
+    lease: int | None = None
 
 
 class QuotaStore(Protocol):
-    async def admit(self, key: KeyLimits | None, now: float) -> Ticket:
-        """Take one request of `rpm`/`rpd` and a concurrency slot, or raise QuotaExceeded."""
+    """Per-key counts. Each operation is one atomic step: a shared store runs it as one
+    script per key, never a read followed by a write."""
+
+    async def admit(self, key: KeyLimits | None, now: float) -> Grant:
+        """Check every limit of `key` and, when all admit, count the request toward `rpm`
+        and `rpd` and take a concurrency lease, all in one step; else raise QuotaExceeded
+        (the refusal whose wait is longest) and count nothing."""
+
+    async def release(self, key: KeyLimits, lease: int) -> None:
+        """Hand back a concurrency lease; a lease already handed back frees nothing."""
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
     ) -> None:
         """Count an answer's tokens toward `tpd` (cache hits are not counted)."""
 
-    async def ratelimit_headers(self, key: KeyLimits | None, now: float) -> dict[str, str]:
-        """OpenAI's `x-ratelimit-*` headers for a limited key, else `{}`."""
+    async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
+        """Start key `name`'s `rpd`/`tpd` counts for today at what its usage records say,
+        so a restart does not hand every key a fresh day (the sliding minute and the
+        leases start empty: both are over within a minute of a restart)."""
 
     async def snapshot(self, key: KeyLimits | None, now: float) -> dict[str, LimitView | None]:
-        """`rpm`, `rpd`, `tpd`, `concurrency` for GET /v1/usage; None for absent limits."""
+        """`rpm`, `rpd`, `tpd`, `concurrency` now; None for absent limits. Counts nothing."""
+
+
+_NO_LIMITS: dict[str, LimitView | None] = {
+    "rpm": None,
+    "rpd": None,
+    "tpd": None,
+    "concurrency": None,
+}
+NO_GRANT = Grant(_NO_LIMITS)
+
+
+def ratelimit_headers(views: dict[str, LimitView | None], now: float) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for a limited key's counts, else `{}`."""
+    headers: dict[str, str] = {}
+    # The -requests headers describe whichever of rpm/rpd has fewer requests left (ties:
+    # the one that takes longer to reset), the one that will refuse the client first.
+    requests = [v for v in (views["rpm"], views["rpd"]) if v is not None]
+    if requests:
+        tightest = min(requests, key=lambda v: (v["remaining"], -(v["resets_at"] or 0.0)))
+        headers.update(_headers("requests", tightest, now))
+    if views["tpd"] is not None:
+        headers.update(_headers("tokens", views["tpd"], now))
+    return headers
 
 
 def usage_fields(snapshot: dict[str, LimitView | None]) -> dict[str, dict[str, object]]:
@@ -129,7 +159,7 @@ class _Counts:
     day: int = -1
     requests: int = 0
     tokens: int = 0
-    in_flight: int = 0
+    leases: set[int] = field(default_factory=set)  # concurrency leases in flight
 
     def roll(self, now: float) -> None:
         """Forget what left the 60 s window and, on a new UTC day, the daily counts."""
@@ -140,15 +170,13 @@ class _Counts:
             self.day, self.requests, self.tokens = day, 0, 0
 
 
-_NO_TICKET = Ticket()
-
-
 class MemoryQuotas:
     """In-process quotas; `clock` (epoch seconds) dates tokens added without a `now`."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._counts: dict[str, _Counts] = {}
+        self._leases = itertools.count(1)
 
     def _of(self, key: KeyLimits, now: float) -> _Counts:
         counts = self._counts.get(key.name)
@@ -157,17 +185,15 @@ class MemoryQuotas:
         counts.roll(now)
         return counts
 
-    def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
-        """Start key `name`'s `rpd`/`tpd` counts for today at what its usage records say,
-        so a restart does not hand every key a fresh day. (The sliding minute and the
-        requests in flight start empty: both are over within a minute of a restart.)"""
+    async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
         counts = self._counts.setdefault(name, _Counts())
         counts.roll(now)
         counts.requests, counts.tokens = requests, tokens
 
-    async def admit(self, key: KeyLimits | None, now: float) -> Ticket:
+    async def admit(self, key: KeyLimits | None, now: float) -> Grant:
         if key is None or not _is_limited(key):
-            return _NO_TICKET
+            return NO_GRANT
+        # No await from here to the return: on one event loop this is one atomic step.
         counts = self._of(key, now)
         refusal = _refusal(key, counts, now)
         if refusal is not None:
@@ -175,14 +201,16 @@ class MemoryQuotas:
         if key.rpm is not None:
             counts.minute.append(now)
         counts.requests += 1
-        if key.concurrency is None:
-            return _NO_TICKET
-        counts.in_flight += 1
+        lease = None
+        if key.concurrency is not None:
+            lease = next(self._leases)
+            counts.leases.add(lease)
+        return Grant(_views(key, counts, now), lease)
 
-        async def release() -> None:
-            counts.in_flight = max(0, counts.in_flight - 1)
-
-        return Ticket(release)
+    async def release(self, key: KeyLimits, lease: int) -> None:
+        counts = self._counts.get(key.name)
+        if counts is not None:
+            counts.leases.discard(lease)
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
@@ -191,24 +219,9 @@ class MemoryQuotas:
             return
         self._of(key, self._clock() if now is None else now).tokens += tokens
 
-    async def ratelimit_headers(self, key: KeyLimits | None, now: float) -> dict[str, str]:
-        if key is None or not _is_limited(key):
-            return {}
-        views = _views(key, self._of(key, now), now)
-        headers: dict[str, str] = {}
-        # The -requests headers describe whichever of rpm/rpd has fewer requests left (ties:
-        # the one that takes longer to reset), the one that will refuse the client first.
-        requests = [v for v in (views["rpm"], views["rpd"]) if v is not None]
-        if requests:
-            tightest = min(requests, key=lambda v: (v["remaining"], -(v["resets_at"] or 0.0)))
-            headers.update(_headers("requests", tightest, now))
-        if views["tpd"] is not None:
-            headers.update(_headers("tokens", views["tpd"], now))
-        return headers
-
     async def snapshot(self, key: KeyLimits | None, now: float) -> dict[str, LimitView | None]:
         if key is None:
-            return {"rpm": None, "rpd": None, "tpd": None, "concurrency": None}
+            return _NO_LIMITS
         return _views(key, self._of(key, now), now)
 
 
@@ -225,7 +238,7 @@ def _refusal(key: KeyLimits, counts: _Counts, now: float) -> QuotaExceeded | Non
         waits.append((midnight - now, "rpd", f"rpd limit of {key.rpd} requests per day"))
     if key.tpd is not None and counts.tokens >= key.tpd:
         waits.append((midnight - now, "tpd", f"tpd limit of {key.tpd} tokens per day"))
-    if key.concurrency is not None and counts.in_flight >= key.concurrency:
+    if key.concurrency is not None and len(counts.leases) >= key.concurrency:
         limit = f"concurrency limit of {key.concurrency} requests at a time"
         waits.append((CONCURRENCY_RETRY_SECONDS, "concurrency", limit))
     if not waits:
@@ -263,7 +276,7 @@ def _views(key: KeyLimits, counts: _Counts, now: float) -> dict[str, LimitView |
         "rpm": view(key.rpm, len(minute), minute[-1] + MINUTE if minute else None),
         "rpd": view(key.rpd, counts.requests, midnight),
         "tpd": view(key.tpd, counts.tokens, midnight),
-        "concurrency": view(key.concurrency, counts.in_flight, None),
+        "concurrency": view(key.concurrency, len(counts.leases), None),
     }
 
 
