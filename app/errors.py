@@ -43,6 +43,9 @@ class ProxyError(Exception):
     status_code = 500
     type = "server_error"
     code = "internal_error"
+    # Upstream attempts the request made before this error (set by the fallback walk;
+    # X-Proxy-Attempts), carried on the error as httpx carries `exc.request`.
+    attempts = 0
 
     def __init__(
         self,

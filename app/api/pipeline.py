@@ -301,8 +301,7 @@ class Flow:
         return headers
 
     def _error(self, error: ProxyError) -> Response:
-        attempts = error.headers.get("X-Proxy-Attempts")
-        self.trace.attempts = int(attempts) if attempts and attempts.isdigit() else 0
+        self.trace.attempts = error.attempts
         for name, value in self._headers(None, self.trace.attempts).items():
             error.headers.setdefault(name, value)
         if isinstance(error, QuotaExceeded):

@@ -184,10 +184,11 @@ class ResponseCache:
 
 def _for_follower(error: ProxyError) -> ProxyError:
     """A copy of a leader's error for one follower to answer: its own headers (each request
-    adds its own id and limits to them), without the leader's X-Proxy-Attempts: the
-    follower made no attempt. The exception's own copy protocol would call `__init__`,
-    whose arguments differ between the classes."""
+    adds its own id and limits to them), without the leader's attempts: the follower
+    made none. The exception's own copy protocol would call `__init__`, whose arguments
+    differ between the classes."""
     copied = type(error).__new__(type(error), *error.args)
     copied.__dict__.update(error.__dict__)
-    copied.headers = {k: v for k, v in error.headers.items() if k != "X-Proxy-Attempts"}
+    copied.headers = dict(error.headers)
+    copied.attempts = 0
     return copied
