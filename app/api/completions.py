@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.chat import FIELDS as CHAT_FIELDS
-from app.api.chat import finished_choice, relayed_without_usage
+from app.api.chat import every_choice_finished, finished_choice, relayed_without_usage
 from app.api.dialect import (
     OpenAIErrors,
     check_types,
@@ -16,7 +16,7 @@ from app.api.dialect import (
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError
-from app.request import ParsedRequest, Usage
+from app.request import Keeping, ParsedRequest, Usage
 from app.upstream.answers import check_answer
 from app.upstream.sse import (
     DONE_EVENT,
@@ -36,6 +36,10 @@ class CompletionsDialect(OpenAIErrors):
     name = "completions"
     upstream_path = "/completions"
     falls_back = True
+    keeping = Keeping(legacy_chunks=True)
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        return every_choice_finished(answer)
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'prompt'")

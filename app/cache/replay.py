@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from app.cache.store import Entry
+from app.request import Dialect
 from app.upstream.sse import DONE_EVENT, Kind, classify, decode
 
 _MESSAGE_EXTRAS = ("refusal", "reasoning", "reasoning_details")  # replayed as their own deltas
@@ -27,13 +28,14 @@ class Replay:
     media_type: str
 
 
-def render_hit(entry: Entry, route: str, stream: bool, include_usage: bool) -> Replay | None:
+def render_hit(entry: Entry, dialect: Dialect, stream: bool, include_usage: bool) -> Replay | None:
     """The stored answer as this request wants it; None if it cannot be (serve as a miss)."""
-    if route in ("chat", "completions"):
+    if dialect.keeping.completed_event is None:
         if entry.stream:
-            return None  # chat entries are stored as JSON; a raw stream here is a bug upstream
+            return None  # folded entries are stored as JSON; a raw stream here is a bug
         if stream:
-            return Replay(completion_to_sse(entry.body, route, include_usage), "text/event-stream")
+            body = completion_to_sse(entry.body, dialect, include_usage)
+            return Replay(body, "text/event-stream")
         return Replay(entry.body, "application/json")
     if entry.stream != stream:
         return None  # Responses/Messages replay only in the stored mode (the key holds it)
@@ -47,7 +49,7 @@ def replay_stored_stream(entry: Entry) -> bytes:
     return entry.body
 
 
-def completion_to_sse(body: bytes, route: str, include_usage: bool = False) -> bytes:
+def completion_to_sse(body: bytes, dialect: Dialect, include_usage: bool = False) -> bytes:
     """A stored chat.completion (or text_completion) as the stream OpenAI would have sent.
 
     Per choice: role, reasoning/refusal, content, one delta per tool call (index, id,
@@ -55,7 +57,7 @@ def completion_to_sse(body: bytes, route: str, include_usage: bool = False) -> b
     when the request asked for it with `stream_options.include_usage`.
     """
     answer: dict[str, Any] = orjson.loads(body)
-    legacy = route == "completions"
+    legacy = dialect.keeping.legacy_chunks
     base: dict[str, Any] = {
         k: answer[k] for k in ("id", "created", "model", "provider") if k in answer
     }
@@ -129,8 +131,8 @@ class StreamAssembler:
     finished, or more than `limit` bytes of text (the store would refuse it anyway).
     """
 
-    def __init__(self, route: str, limit: int = 64 * 1024 * 1024) -> None:
-        self.legacy = route == "completions"
+    def __init__(self, dialect: Dialect, limit: int = 64 * 1024 * 1024) -> None:
+        self.legacy = dialect.keeping.legacy_chunks
         self.limit = limit
         self.failed = False
         self._size = 0
@@ -257,7 +259,6 @@ def _merge_tool_call(tools: dict[int, dict[str, Any]], delta: Any, position: int
         call["function"]["arguments"] += function["arguments"]
 
 
-_TERMINAL = {"responses": "response.completed", "messages": "message_stop"}
 _FAILED = frozenset({"response.failed", "response.incomplete", "error"})
 _MARKERS = (b"response.completed", b"message_stop", b"response.failed", b"response.inc", b"error")
 
@@ -265,12 +266,14 @@ _MARKERS = (b"response.completed", b"message_stop", b"response.failed", b"respon
 class StreamRecorder:
     """Keeps a relayed Responses/Messages stream byte for byte, and says if it completed.
 
-    Complete: Responses saw `response.completed`, Messages `message_stop`, and neither an
-    error (`response.failed`, `response.incomplete`, an `error` event). None past `limit`.
+    Complete: the dialect's completed event was seen (Responses `response.completed`,
+    Messages `message_stop`), and no error (`response.failed`, `response.incomplete`, an
+    `error` event). None past `limit`.
     """
 
-    def __init__(self, route: str, limit: int = 64 * 1024 * 1024) -> None:
-        self._terminal = _TERMINAL.get(route, "response.completed")
+    def __init__(self, dialect: Dialect, limit: int = 64 * 1024 * 1024) -> None:
+        assert dialect.keeping.completed_event is not None  # only streams kept as sent
+        self._terminal = dialect.keeping.completed_event
         self.limit = limit
         self._parts: list[bytes] = []
         self._size = 0

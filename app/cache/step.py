@@ -79,7 +79,7 @@ class ResponseCache:
     def status(self, parsed: ParsedRequest, cache_control: str | None) -> CacheUse:
         """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
         it may not use) still says whether it was eligible, MISS or BYPASS (DESIGN §4)."""
-        allowed = eligibility(self._mode, parsed.dialect.name, parsed.data, cache_control)
+        allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
         return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
 
     async def lookup(
@@ -99,11 +99,11 @@ class ResponseCache:
         Following an identical request in flight, it waits at most `wait` seconds (what
         its own walk could take, DESIGN §12) and raises that request's error if it failed.
         """
-        route = parsed.dialect.name
-        allowed = eligibility(self._mode, route, parsed.data, cache_control)
+        dialect = parsed.dialect
+        allowed = eligibility(self._mode, dialect, parsed.data, cache_control)
         if allowed is BYPASS:
             return NOT_USED
-        key = cache_key(route, parsed.data, parsed.model, scope_for(self._scope, caller))
+        key = cache_key(dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
         use = CacheUse(
             status=allowed.status, key=key, store=allowed.store, private=self._scope == "key"
         )
@@ -119,11 +119,11 @@ class ResponseCache:
                 use.status, use.hit, use.entry = "HIT", hit, entry
                 return use
         if use.store and parsed.stream:
-            use.dialect = parsed.dialect
+            use.dialect = dialect
             use.recorder = (
-                StreamAssembler(route)
-                if route in ("chat", "completions")
-                else StreamRecorder(route)
+                StreamAssembler(dialect)
+                if dialect.keeping.completed_event is None
+                else StreamRecorder(dialect)
             )
         return use
 
@@ -151,9 +151,8 @@ class ResponseCache:
         """Store a clean answer (`body` for a non-stream one; a stream's from its recorder)
         and hand it to the requests waiting on this flight."""
         entry: Entry | None = None
-        route = parsed.dialect.name
         if use.store and use.key is not None:
-            stored, as_stream = self._answer(use, route, body)
+            stored, as_stream = self._answer(use, parsed.dialect, body)
             if stored is not None:
                 entry = Entry(
                     body=stored,
@@ -168,9 +167,9 @@ class ResponseCache:
             use.lease = None
 
     @staticmethod
-    def _answer(use: CacheUse, route: str, body: bytes | None) -> tuple[bytes | None, bool]:
+    def _answer(use: CacheUse, dialect: Dialect, body: bytes | None) -> tuple[bytes | None, bool]:
         if body is not None:
-            return (body if is_storable(route, body) else None), False
+            return (body if is_storable(dialect, body) else None), False
         if use.recorder is None:
             return None, False
         return use.recorder.result(), isinstance(use.recorder, StreamRecorder)
@@ -179,7 +178,7 @@ class ResponseCache:
     def _replay(entry: Entry, parsed: ParsedRequest) -> Replay | None:
         options = parsed.data.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return render_hit(entry, parsed.dialect.name, parsed.stream, include_usage)
+        return render_hit(entry, parsed.dialect, parsed.stream, include_usage)
 
 
 def _for_follower(error: ProxyError) -> ProxyError:

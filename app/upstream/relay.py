@@ -1,10 +1,12 @@
 """Relay a committed stream: upstream bytes through unchanged, event by event, inspected
-on the side; always end with `data: [DONE]` and always close the upstream connection.
+on the side; always end with the dialect's terminator (`data: [DONE]` on the OpenAI APIs,
+nothing after `message_stop` on /v1/messages) and always close the upstream connection.
+Which events end, fail or carry usage is the dialect's to say (`classify`, `finished`).
 
 Once the first content event has been sent the model cannot change any more (Go's
 ReverseProxy: "all we can do is abort"), so an upstream failure (a broken connection, a
 stall, an event no client could read) becomes one in-band error event in the route's
-format, so SDKs raise it, followed by its terminator (`[DONE]`).
+format, so SDKs raise it, followed by its terminator.
 """
 
 from __future__ import annotations
