@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.errors import ConfigError
+
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
@@ -248,10 +250,6 @@ class Settings(BaseSettings):
     @property
     def upstream_key(self) -> str | None:
         return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
-
-
-class ConfigError(Exception):
-    """A setting is invalid; the message is the one line printed at start-up."""
 
 
 class _DictSource(PydanticBaseSettingsSource):

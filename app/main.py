@@ -13,13 +13,14 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, health, models
 from app.api.metrics import router as metrics_router
+from app.api.render import install_error_handlers
 from app.api.routes import add_inference_routes, inference_lanes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
 from app.cache.store import MemoryCache
 from app.config import Settings, load_settings
 from app.deps import Services
-from app.errors import install_error_handlers
+from app.descriptors import Descriptors
 from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
@@ -27,11 +28,12 @@ from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
-from app.server.descriptors import Descriptors
 from app.status.activity import Activity, Recorders
+from app.status.board import StatusBoard
 from app.status.routes import StatusAccess
 from app.status.routes import router as status_router
 from app.status.sessions import LoginLimiter, MemorySessions
+from app.status.snapshot import assemble
 from app.team.budget import BudgetStore, MemoryBudget, refresh
 from app.team.database import Database, open_team
 from app.team.fair_share import ACTIVE_SECONDS
@@ -94,6 +96,7 @@ def create_app(
         cache=cache,
         metrics=metrics,
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
+        status=StatusBoard(assemble),
         descriptors=descriptors,
         activity=activity,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.rewrite import rewrite
-from app.upstream.sse import Kind
+from app.sse import Kind
 
 if TYPE_CHECKING:
     from starlette.responses import Response

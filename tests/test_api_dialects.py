@@ -14,7 +14,7 @@ from app.api.messages import MESSAGES
 from app.api.responses import RESPONSES
 from app.api.routes import INFERENCE
 from app.request import Dialect
-from app.upstream.sse import DONE_EVENT
+from app.sse import DONE_EVENT
 
 FINISHED = {"choices": [{"index": 0, "finish_reason": "stop"}]}
 

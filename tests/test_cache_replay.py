@@ -24,7 +24,7 @@ from app.api.routes import INFERENCE
 from app.cache.replay import StreamAssembler, StreamRecorder, completion_to_sse, render_hit
 from app.cache.storable import is_storable
 from app.cache.store import Entry
-from app.upstream.sse import DONE_EVENT, EventSplitter, split_events
+from app.sse import DONE_EVENT, EventSplitter, split_events
 from tests.fake_openrouter import (
     DEFAULT_CONTENT,
     FAKE_KEY,

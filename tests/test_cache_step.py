@@ -15,7 +15,7 @@ from app.cache.flight import Flights
 from app.cache.step import ResponseCache
 from app.cache.store import MemoryCache
 from app.request import Dialect, ParsedRequest
-from app.upstream.sse import DONE_EVENT
+from app.sse import DONE_EVENT
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

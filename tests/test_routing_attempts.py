@@ -143,7 +143,7 @@ async def never_gone() -> bool:
 def walk(*models: dict[str, Any], max_wait: float = 0.0, max_attempts: int = 10):
     cooldowns = MemoryCooldowns(lambda: NOW)
     recorder = Recorder()
-    catalogue = Catalogue(Upstream(list(models)), lambda: NOW)  # type: ignore[arg-type]
+    catalogue = Catalogue(Upstream(list(models)), lambda: NOW)
     attempts = Attempts(cooldowns, catalogue, lambda: NOW, max_wait, max_attempts, recorder)
     return attempts, cooldowns, recorder
 

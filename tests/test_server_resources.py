@@ -25,8 +25,8 @@ import pytest
 
 import app.server.http_limits
 import app.upstream.client
+from app.descriptors import Descriptors
 from app.main import create_app
-from app.server.descriptors import Descriptors
 from app.server.http_limits import BoundedHttpToolsProtocol
 from tests.conftest import ProxyFactory, make_settings
 from tests.fake_openrouter import QWEN, SCOUT, FakeOpenRouter, Raw, Reply
@@ -282,7 +282,7 @@ def _served(
 def thousand_file_proxy(tmp_path: Path) -> Iterator[str]:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # `serve` raises its soft limit to `hard`, and opens upstream connections up to a share
-    # of it (app/server/descriptors.py).
+    # of it (app/descriptors.py).
     if hard != resource.RLIM_INFINITY and Descriptors(hard).upstream_cap < STREAMS:
         pytest.skip(f"the hard open-files limit ({hard}) is below what the test needs")
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

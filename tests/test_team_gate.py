@@ -60,7 +60,7 @@ def gate(*keys: ApiKey, free_rpm: int = 20) -> tuple[Gate, Redactor]:
     ring.replace([(hash_secret(SECRET if k.name == "alice" else k.name), k) for k in keys])
     team = SimpleNamespace(keyring=ring)
     redactor = Redactor()
-    catalogue = Catalogue(Upstream(), lambda: NOW)  # type: ignore[arg-type]
+    catalogue = Catalogue(Upstream(), lambda: NOW)
     budget, quotas = MemoryBudget(free_rpm, 1000), MemoryQuotas(lambda: NOW)
     built = Gate(team, quotas, budget, catalogue, redactor, lambda: NOW)  # type: ignore[arg-type]
     return built, redactor

@@ -21,8 +21,8 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError
 from app.request import Keeping, ParsedRequest, Usage
+from app.sse import DONE_EVENT, Kind, classify, text_size
 from app.upstream.answers import check_answer
-from app.upstream.sse import DONE_EVENT, Kind, classify, text_size
 
 FIELDS = {
     "model": STRING,

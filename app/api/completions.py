@@ -17,8 +17,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError
 from app.request import Keeping, ParsedRequest, Usage
-from app.upstream.answers import check_answer
-from app.upstream.sse import (
+from app.sse import (
     DONE_EVENT,
     OPTIONAL_OBJECT,
     OPTIONAL_TEXT,
@@ -26,6 +25,7 @@ from app.upstream.sse import (
     decode,
     text_size,
 )
+from app.upstream.answers import check_answer
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
 # The fields of a choice that clients read as text.

@@ -18,8 +18,8 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
 from app.request import Keeping, ParsedRequest, Usage
+from app.sse import Kind
 from app.upstream.answers import parse_answer
-from app.upstream.sse import Kind
 
 FIELDS = {
     "model": STRING,

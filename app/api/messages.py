@@ -34,8 +34,8 @@ from app.errors import (
     UpstreamRejected,
 )
 from app.request import Keeping, ParsedRequest, Usage
+from app.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 from app.upstream.answers import parse_answer
-from app.upstream.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 
 FIELDS = {
     "model": STRING,

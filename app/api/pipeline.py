@@ -23,16 +23,16 @@ from typing import TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from app.api.disconnect import cancelled_when_gone
 from app.api.trace import Trace
 from app.cache.step import NOT_USED, CacheUse
 from app.config import MIB
 from app.deps import services_of
-from app.errors import PayloadTooLarge, ProxyError, QuotaExceeded, UpstreamKeyMissing
+from app.errors import ClientGone, PayloadTooLarge, ProxyError, QuotaExceeded, UpstreamKeyMissing
+from app.header_text import header_escaped
 from app.request import Dialect, ParsedRequest
 from app.request_log import REQUEST_ID
-from app.routing.attempts import Attempt, ClientGone, Served
-from app.server.disconnect import cancelled_when_gone
-from app.server.header_text import header_escaped
+from app.routing.attempts import Attempt, Served
 from app.team.auth import OPEN, Caller
 from app.team.gate import Admission
 from app.upstream.client import Answer, Call, OpenedStream

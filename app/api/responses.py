@@ -24,8 +24,7 @@ from app.api.dialect import (
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
 from app.request import Keeping, ParsedRequest, Usage
-from app.upstream.answers import parse_answer
-from app.upstream.sse import (
+from app.sse import (
     DONE_EVENT,
     OPTIONAL_OBJECT,
     Kind,
@@ -33,6 +32,7 @@ from app.upstream.sse import (
     split_events,
     text_size,
 )
+from app.upstream.answers import parse_answer
 
 FIELDS = {
     "model": STRING,

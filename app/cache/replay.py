@@ -15,7 +15,7 @@ import orjson
 
 from app.cache.store import Entry
 from app.request import Dialect
-from app.upstream.sse import DONE_EVENT, Kind, classify, decode
+from app.sse import DONE_EVENT, Kind, classify, decode
 
 _MESSAGE_EXTRAS = ("refusal", "reasoning", "reasoning_details")  # replayed as their own deltas
 
@@ -281,7 +281,7 @@ class StreamRecorder:
         self.failed = False
 
     def feed(self, event: bytes) -> None:
-        """One relayed SSE event, whole (as `app.upstream.sse.split_events` cuts them)."""
+        """One relayed SSE event, whole (as `app.sse.split_events` cuts them)."""
         if self.failed:
             return
         self._size += len(event)

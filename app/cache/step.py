@@ -21,7 +21,7 @@ from app.cache.store import CacheStore, Entry
 from app.config import Settings
 from app.errors import ProxyError, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest
-from app.upstream.sse import split_events
+from app.sse import split_events
 
 
 @dataclass(slots=True)

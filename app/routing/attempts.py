@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError
+from app.errors import ClientGone, InvalidRequest, ProxyError, RateLimited, UpstreamError
 from app.routing.again import MAX_TRIES_PER_MODEL, again
 from app.routing.candidates import longer_context, zero_priced
 from app.routing.catalogue import Catalogue, ModelInfo
@@ -31,10 +31,6 @@ T_co = TypeVar("T_co", covariant=True)
 _GONE_POLL_SECONDS = 0.25
 # A lone candidate that failed (not rate-limited) is tried again after a pause in this range.
 RETRY_PAUSE_SECONDS = (0.2, 0.8)
-
-
-class ClientGone(Exception):
-    """The client left while its request waited; nobody is left to answer."""
 
 
 Spend = Callable[[str], Awaitable[Holding | None]]

@@ -13,77 +13,23 @@ neither shows a cooldown or a budget one request old.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+from app.api.admin import usage_report
+from app.api.health import ready_checks
+from app.deps import Services
 from app.errors import UpstreamError
+from app.status.board import Snapshot
 from app.team.auth import Caller
 from app.team.usage import DAY
 
-if TYPE_CHECKING:
-    from app.deps import Services
-
-# Seconds between two assemblies at most (every open page shares one).
-INTERVAL_SECONDS = 1.0
 CHART_DAYS = 14
 # Today's requests by model: the page lists at most this many models.
 MAX_MODELS_SHOWN = 100
 
-Snapshot = dict[str, Any]
-
-
-class StatusBoard:
-    """Holds the latest snapshot; `get` assembles a new one when it is older than the
-    interval (one assembly at a time, the others wait for it)."""
-
-    def __init__(
-        self,
-        interval: float = INTERVAL_SECONDS,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._interval = interval
-        self._monotonic = monotonic
-        self._latest: Snapshot | None = None
-        self._built_at = 0.0
-        self._changes = -1
-        self._lock = asyncio.Lock()
-        self.assemblies = 0  # how many were built (a bound tests and the bench can check)
-
-    def _fresh(self, services: Services, current: bool) -> bool:
-        return (
-            self._latest is not None
-            and self._monotonic() - self._built_at < self._interval
-            and (not current or services.activity.changes == self._changes)
-        )
-
-    def invalidate(self) -> None:
-        """Keys changed: the next reader assembles a new snapshot."""
-        self._latest = None
-
-    async def get(self, services: Services, *, current: bool = False) -> Snapshot:
-        """The snapshot; `current`: not older than this process's last finished request."""
-        if self._fresh(services, current):
-            assert self._latest is not None
-            return self._latest
-        async with self._lock:
-            if not self._fresh(services, current):
-                changes = services.activity.changes
-                self._latest = await assemble(services)
-                self._built_at = self._monotonic()
-                self._changes = changes
-                self.assemblies += 1
-            assert self._latest is not None
-            return self._latest
-
 
 async def assemble(services: Services) -> Snapshot:
     """Read every store once; the result is plain JSON-ready data."""
-    # Imported here: both modules import app.deps, which holds the board.
-    from app.api.admin import usage_report  # GET /v1/usage's own code path
-    from app.api.health import ready_checks  # the same checks as /readyz
-
     now = services.clock()
     team = services.team
     today = int(now // DAY)

@@ -22,8 +22,8 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from app.errors import DatabaseUnavailable
-from app.team.db import MIGRATIONS, SCHEMA_VERSION, DatabaseError, render
+from app.errors import DatabaseError, DatabaseUnavailable
+from app.team.db import MIGRATIONS, SCHEMA_VERSION, render
 from app.team.keys import (
     INSERT_KEY,
     REVOKE_KEY,

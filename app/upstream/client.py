@@ -28,12 +28,12 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from app.header_text import header_safe
 from app.redaction import Redactor
 from app.request import Dialect, ParsedRequest, Usage
-from app.server.header_text import header_safe
+from app.sse import EventSplitter, Kind, split_events
 from app.upstream.answers import rejection
 from app.upstream.deadlines import Deadline, DeadlineReader
-from app.upstream.sse import EventSplitter, Kind, split_events
 from app.upstream.transport import (
     AiohttpTransport,
     CannotConnect,

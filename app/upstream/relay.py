@@ -22,9 +22,9 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest, Usage
-from app.server.shutdown import OpenStreams
+from app.sse import Kind, split_events
 from app.upstream.client import OpenedStream, check_event_size, malformed, next_chunk
-from app.upstream.sse import Kind, split_events
+from app.upstream.streams import OpenStreams
 
 
 @dataclass(slots=True)
