@@ -56,7 +56,47 @@ def create_app(
     """Build the app. `transport` replaces the upstream network, `clock` the wall clock
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
-    clock = clock or time.time
+    services, quotas = _services(settings, transport, clock or time.time)
+    budget, now = services.budget, services.clock
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.team.start()
+        await _seed(services.team, quotas, budget, now())
+        following = _follow_free_allowance(services)
+        yield
+        if following is not None:
+            following.cancel()
+        await services.aclose()
+
+    app = ProxyApp(
+        title="openrouter-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    add_inference_routes(app)
+    app.lanes = inference_lanes()
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(metrics_router)
+    app.include_router(admin.router)
+    app.include_router(status_router)
+    app.state.status_access = StatusAccess(MemorySessions(), LoginLimiter())
+    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
+    return app
+
+
+def _services(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Callable[[], float],
+) -> tuple[Services, QuotaStore]:
+    """Every service a request reaches, and the quota store the lifespan seeds."""
     descriptors = Descriptors()
     upstream = OpenRouterClient(
         settings,
@@ -101,36 +141,7 @@ def create_app(
         activity=activity,
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await services.team.start()
-        await _seed(services.team, quotas, budget, clock())
-        following = _follow_free_allowance(services)
-        yield
-        if following is not None:
-            following.cancel()
-        await services.aclose()
-
-    app = ProxyApp(
-        title="openrouter-proxy",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.services = services
-    install_error_handlers(app)
-    add_inference_routes(app)
-    app.lanes = inference_lanes()
-    app.include_router(models.router)
-    app.include_router(health.router)
-    app.include_router(metrics_router)
-    app.include_router(admin.router)
-    app.include_router(status_router)
-    app.state.status_access = StatusAccess(MemorySessions(), LoginLimiter())
-    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
-    return app
+    return services, quotas
 
 
 async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.routes import INFERENCE
-from app.cache.replay import StreamAssembler, StreamRecorder, completion_to_sse, render_hit
+from app.cache.recorder import StreamRecorder
+from app.cache.replay import StreamAssembler, completion_to_sse, render_hit
 from app.cache.storable import is_storable
 from app.cache.store import Entry
 from app.sse import DONE_EVENT, EventSplitter, split_events

@@ -1,15 +1,18 @@
 """The shape of app/ that later work keeps (issue 24): the folders are the pipeline's
 stages, and no import runs from a lower stage back up to a higher one; no import circle,
-type-only and in-function imports included. Read from the source with `ast`, so nothing
-is imported or run.
+type-only and in-function imports included; no function over 60 lines, no module over
+300. Read from the source with `ast`, so nothing is imported or run.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 300
 
 # Bottom to top. A module may import from its own stage and the ones below it. A name
 # stands for a module or a package (every module under it), and the longest name that
@@ -18,6 +21,7 @@ APP = Path(__file__).resolve().parent.parent / "app"
 STAGES: list[tuple[str, ...]] = [
     ("app",),  # the package's own docstring and version
     ("errors",),  # the exception tree: imports nothing of the package
+    ("config_toml",),
     ("config", "rewrite", "free_tier", "request_log", "header_text", "descriptors", "sse"),
     ("redaction", "request"),  # the parsed request and the Dialect seam every stage reads
     ("metrics",),
@@ -113,3 +117,29 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+def functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def test_no_function_longer_than_60_lines():
+    long = [
+        f"{module}.{function.name}: {function.end_lineno - function.lineno + 1} lines"
+        for module, path in modules().items()
+        for function in functions(ast.parse(path.read_text()))
+        if function.end_lineno is not None
+        and function.end_lineno - function.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long == []
+
+
+def test_no_module_longer_than_300_lines():
+    long = [
+        f"{module}: {lines} lines"
+        for module, path in modules().items()
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert long == []

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 import app.server.http_limits
-import app.upstream.client
+import app.upstream.reading
 from app.descriptors import Descriptors
 from app.main import create_app
 from app.server.http_limits import BoundedHttpToolsProtocol
@@ -68,7 +68,7 @@ async def test_local_exhaustion_is_a_503_that_cools_nothing(failure: BaseExcepti
 def test_an_answer_above_the_cap_is_a_broken_attempt(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app.upstream.client, "MAX_ANSWER_BYTES", 4096)
+    monkeypatch.setattr(app.upstream.reading, "MAX_ANSWER_BYTES", 4096)
     # Each twice: a lone candidate that breaks is tried once more (DESIGN §6).
     fake.script(SCOUT, Reply(content="x" * 8192), Reply(content="x" * 8192))
     unfinished = Raw((b"data: " + b"y" * 8192,))  # one event, never finished

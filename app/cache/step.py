@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from app.cache.flight import Flights, Lease
 from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
-from app.cache.replay import Replay, StreamAssembler, StreamRecorder, render_hit
+from app.cache.recorder import StreamRecorder
+from app.cache.replay import Replay, StreamAssembler, render_hit
 from app.cache.storable import is_storable
 from app.cache.store import CacheStore, Entry
 from app.config import Settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
@@ -69,12 +69,14 @@ class Recording:
         _log_failure(tried, model, error, outcome)
         return verdict
 
-    async def succeeded(self, model: str, started: float) -> None:
-        """A usable answer: the model is healthy again, its latency counted if ranked."""
-        latency = time.monotonic() - started if self._ranked(model) else None
-        await self._cooldowns.succeeded(model, latency)
+    def succeeded(self, model: str, started: float) -> Awaitable[None]:
+        """A usable answer, counted as `ok`; the store's write that the model is healthy
+        again (its latency kept if ranked) is the caller's to await, so the hot path
+        awaits no more than that one write."""
         if self._recorder is not None:
             self._recorder.attempt(model, "ok")
+        latency = time.monotonic() - started if self._ranked(model) else None
+        return self._cooldowns.succeeded(model, latency)
 
     def _ranked(self, model: str) -> bool:
         """Only catalogue models are ranked by latency (`free`), so only their health is

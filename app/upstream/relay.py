@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest, Usage
 from app.sse import Kind, split_events
-from app.upstream.client import OpenedStream, check_event_size, malformed, next_chunk
+from app.upstream.client import OpenedStream
+from app.upstream.reading import check_event_size, malformed, next_chunk
 from app.upstream.streams import OpenStreams
 
 
@@ -115,23 +116,10 @@ async def relay(
                     tap(block)
                 if block := dialect.relayed(block, include_usage):
                     yield block
-        if outcome.malformed:
-            failure = malformed(opened.model)
-            outcome.error = failure.body()["error"]
-            yield dialect.error_event(failure, opened.model)
-        elif outcome.done:
+        if outcome.done and not outcome.malformed:
             await opened.drain()
-        elif outcome.error is None and outcome.finished:
-            outcome.done = True  # finished for real; only the terminator was missing
-            yield dialect.terminator
-        elif outcome.error is None:
-            failure = UpstreamBroken(
-                f"{opened.model}: OpenRouter ended the stream before it finished"
-            )
-            outcome.error = failure.body()["error"]
-            yield dialect.error_event(failure, opened.model)
         else:
-            yield dialect.terminator  # the upstream's own error event was relayed
+            yield _tail(outcome, opened, dialect)
     except UpstreamError as exc:
         ended: ProxyError = exc
         if isinstance(exc, UpstreamTimeout):
@@ -147,6 +135,24 @@ async def relay(
         await opened.aclose()
         with anyio.CancelScope(shield=True):
             await on_finish(outcome)
+
+
+def _tail(outcome: StreamOutcome, opened: OpenedStream, dialect: Dialect) -> bytes:
+    """What ends a stream that did not end cleanly: the terminator after a real finish or
+    upstream's own error event, else an error event (it broke off, or sent an event no
+    client could read)."""
+    if outcome.malformed:
+        failure = malformed(opened.model)
+        outcome.error = failure.body()["error"]
+        return dialect.error_event(failure, opened.model)
+    if outcome.error is None and outcome.finished:
+        outcome.done = True  # finished for real; only the terminator was missing
+        return dialect.terminator
+    if outcome.error is None:
+        failure = UpstreamBroken(f"{opened.model}: OpenRouter ended the stream before it finished")
+        outcome.error = failure.body()["error"]
+        return dialect.error_event(failure, opened.model)
+    return dialect.terminator  # the upstream's own error event was relayed
 
 
 def _why_cut(opened: OpenedStream) -> ProxyError:

@@ -36,6 +36,10 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from app.descriptors import Descriptors
+from app.errors import ProxyOutOfResources
+
+# Local failures: out of file descriptors, memory or buffers. No model is to blame.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class UpstreamResponse(Protocol):
@@ -270,3 +274,11 @@ class _AiohttpResponse:
         if self._transport is not None:
             self._transport._closed()
             self._transport = None
+
+
+def out_of_resources(exc: BaseException) -> ProxyOutOfResources:
+    return ProxyOutOfResources(
+        f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
+        "open-files limit (ulimit -n) or the memory available to the proxy.",
+        headers={"connection": "close"},  # the client's socket is a descriptor too
+    )
