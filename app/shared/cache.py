@@ -137,8 +137,8 @@ class RedisCache:
         if size > self.max_bytes:
             return False
         now = repr(self._clock())
-        args = [self._entries, key, now, self._ttl, encode(entry), size, self.max_bytes]
-        return bool(await self._put(self._keys, args))
+        args: list[str | float | bytes] = [self._entries, key, now, self._ttl, encode(entry)]
+        return bool(await self._put(self._keys, [*args, size, self.max_bytes]))
 
     async def stats(self) -> CacheStats:
         entries, size, hits, misses = await self._stats(
