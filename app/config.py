@@ -179,9 +179,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator(
-        "log_format", "log_level", "cache", "cache_scope", "redis_fail", mode="before"
-    )
+    @field_validator("log_format", "log_level", "cache", "cache_scope", "redis_fail", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
