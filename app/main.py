@@ -91,11 +91,13 @@ def create_app(
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
         descriptors=descriptors,
         activity=activity,
+        failover=stores.failover,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.team.start()
+        await stores.start()
         await _seed(services.team, quotas, budget, clock())
         following = _follow_free_allowance(services)
         yield

@@ -14,6 +14,14 @@ from app.shared.budget import RedisBudget
 from app.shared.cache import RedisCache
 from app.shared.connection import Shared
 from app.shared.cooldowns import RedisCooldowns
+from app.shared.failover import (
+    Failover,
+    FailoverBudget,
+    FailoverCache,
+    FailoverCooldowns,
+    FailoverQuotas,
+    FailoverSessions,
+)
 from app.shared.quotas import RedisQuotas
 from app.shared.sessions import RedisSessions
 from app.status.sessions import MemorySessions, SessionStore
@@ -28,11 +36,16 @@ class Stores:
     budget: BudgetStore
     cache: CacheStore
     sessions: SessionStore
-    shared: Shared | None  # the Redis client, to close at shutdown; None in memory
+    failover: Failover | None  # the switch to memory when Redis is away; None in memory
+
+    async def start(self) -> None:
+        if self.failover is not None:
+            await self.failover.start()
 
     async def aclose(self) -> None:
-        if self.shared is not None:
-            await self.shared.aclose()
+        if self.failover is not None:
+            await self.failover.aclose()
+            await self.failover.shared.aclose()
 
 
 def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
@@ -47,11 +60,14 @@ def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
             None,
         )
     shared = Shared(settings.redis_url, settings.redis_prefix)
+    budget = RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd)
+    failover = Failover(shared, settings, budget, clock)
+    max_bytes = int(settings.cache_max_mb * MIB)
     return Stores(
-        RedisCooldowns(shared, clock),
-        RedisQuotas(shared, clock),
-        RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd),
-        RedisCache(shared, int(settings.cache_max_mb * MIB), settings.cache_ttl, clock),
-        RedisSessions(shared),
-        shared,
+        FailoverCooldowns(failover, RedisCooldowns(shared, clock)),
+        FailoverQuotas(failover, RedisQuotas(shared, clock)),
+        FailoverBudget(failover, budget),
+        FailoverCache(failover, RedisCache(shared, max_bytes, settings.cache_ttl, clock)),
+        FailoverSessions(failover, RedisSessions(shared)),
+        failover,
     )
