@@ -5,6 +5,7 @@ OpenRouter. What one replica counts, learns or stores, the others see."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -98,3 +99,29 @@ def test_the_redis_password_never_shows_in_readyz(
         ready = httpx.get(f"{proxy.url}/readyz")
     assert ready.status_code == 200
     assert PASSWORD not in ready.text
+
+
+def test_the_status_snapshot_counts_the_replicas_alive_by_their_heartbeats(
+    db: Path, fake_server: LiveServer, redis_url: str
+):
+    """Each replica registers at start-up and renews every second; a stopped one stops
+    counting within 5 s of its last heartbeat (DESIGN §12)."""
+
+    def replicas(url: str) -> Any:
+        snapshot = httpx.get(f"{url}/status/snapshot", timeout=5)
+        return snapshot.json()["replicas"]
+
+    with ExitStack() as stack:
+        one, *_ = start_replicas(stack, 3, fake_server, db, redis_url)
+        poll_until(lambda: replicas(one.url) == {"alive": 3}, 3)
+        with ExitStack() as later:
+            start_replicas(later, 1, fake_server, db, redis_url)
+            poll_until(lambda: replicas(one.url)["alive"] == 4, 3)
+        poll_until(lambda: replicas(one.url)["alive"] == 3, 7)
+
+
+def poll_until(predicate: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
