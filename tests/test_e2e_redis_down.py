@@ -169,3 +169,37 @@ def test_start_up_with_redis_unreachable_serves_in_the_fail_mode(
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and "127.0.0.1" in lines[0]
     assert PASSWORD not in caplog.text
+
+
+def test_degraded_replicas_share_what_remained_of_the_free_budget_and_add_it_back(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, own_redis: RedisServer
+):
+    secret = create_key(db, "alice")
+    fake.free_rpd = 12  # what OpenRouter's GET /key reports too
+    url = own_redis.new_database()
+    with ExitStack() as stack:
+        one, other = (
+            p.url
+            for p in start_replicas(
+                stack, 2, fake_server, db, url, upstream_rpd=12, admin_key=ADMIN
+            )
+        )
+        wait_until(lambda: all("2 replica(s)" in str(redis_check(u)[1]) for u in (one, other)), 3)
+        assert [chat(u, secret).status_code for u in (one, other)] == [200, 200]
+        # Each replica's last view of the free budget: 10 left.
+        wait_until(lambda: all(free_left(u, secret) == 10 for u in (one, other)), 3)
+        own_redis.stop()
+        during = [chat(u, secret) for u in [one, other] * 8]
+        admitted = sum(r.status_code == 200 for r in during)
+        assert admitted == 10  # 10 left, 5 for each of the two replicas
+        own_redis.start()
+        wait_until(lambda: all(redis_check(u)[1]["ok"] for u in (one, other)), SHARED_AGAIN_WITHIN)
+        left = free_left(one, secret)
+    # The restarted Redis is empty (no persistence): what it holds is the outage's count.
+    assert left == 12 - admitted
+    assert len(fake.chat_requests()) == 2 + admitted
+
+
+def free_left(url: str, secret: str) -> int:
+    usage = httpx.get(f"{url}/v1/usage", headers=bearer(secret), timeout=ANSWER_WITHIN).json()
+    return int(usage["free_budget"]["account_remaining_today"])

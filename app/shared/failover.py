@@ -96,7 +96,7 @@ class Failover:
         self._clock = clock
         self._id = secrets.token_hex(8)
         self._replicas = shared.key("replicas")
-        self._free_left: int | None = None  # the free budget's day remaining, last view
+        self.free_left: int | None = None  # the free budget's day remaining, last view
         self._views: dict[str, tuple[int, dict[str, LimitView | None]]] = {}  # key -> day, views
         self.local = self._twins()
         self._beating: asyncio.Task[None] | None = None
@@ -105,7 +105,7 @@ class Failover:
         s, clock = self._settings, self._clock
         rpm, rpd = s.upstream_rpm, s.upstream_rpd
         if self.mode == "degraded":
-            rpd = self._free_left if self._free_left is not None else rpd
+            rpd = self.free_left if self.free_left is not None else rpd
             rpm, rpd = rpm // self.alive, rpd // self.alive
         return _Local(
             MemoryQuotas(clock),
@@ -199,29 +199,39 @@ class Failover:
                 self._went_down(error)
             return
         self.alive = max(1, int(alive))
-        self._free_left = view["account_remaining_today"]
+        self.free_left = view["account_remaining_today"]
         if not self.up:
             self.up = True
             self.local = self._twins()
             log.warning("Redis at %s answers again: state is shared again", self.shared.where)
 
     async def _push_back(self) -> None:
-        """Add the outage's day counts to Redis (rpm windows and leases are dropped)."""
+        """Add the outage's day counts to Redis (rpm windows and leases are dropped). The
+        counts are taken out first, so what the twins count meanwhile is kept for next time."""
         local, now = self.local, self._clock()
-        async with self.shared.client.pipeline(transaction=True) as pipe:
-            for (name, day), (requests, tokens) in local.day_counts.items():
-                counts = self.shared.key("q", name, "d", str(day))
-                pipe.hincrby(counts, "r", requests)
-                pipe.hincrby(counts, "t", tokens)
-                pipe.pexpire(counts, _day_ms(now))
-            for (day, name), spent in local.free_counts.items():
-                counts = self.shared.key("budget", "day", str(day))
-                pipe.hincrby(counts, "spent", spent)
-                pipe.hincrby(counts, "k:" + name, spent)
-                pipe.pexpire(counts, _day_ms(now))
-            await pipe.execute()
-        local.day_counts.clear()
-        local.free_counts.clear()
+        day_counts, local.day_counts = local.day_counts, {}
+        free_counts, local.free_counts = local.free_counts, {}
+        try:
+            async with self.shared.client.pipeline(transaction=True) as pipe:
+                for (name, day), (requests, tokens) in day_counts.items():
+                    counts = self.shared.key("q", name, "d", str(day))
+                    pipe.hincrby(counts, "r", requests)
+                    pipe.hincrby(counts, "t", tokens)
+                    pipe.pexpire(counts, _day_ms(now))
+                for (day, name), spent in free_counts.items():
+                    counts = self.shared.key("budget", "day", str(day))
+                    pipe.hincrby(counts, "spent", spent)
+                    pipe.hincrby(counts, "k:" + name, spent)
+                    pipe.pexpire(counts, _day_ms(now))
+                await pipe.execute()
+        except BaseException:
+            for where, (requests, tokens) in day_counts.items():
+                counted = local.day_counts.setdefault(where, [0, 0])
+                counted[0] += requests
+                counted[1] += tokens
+            for which, spent in free_counts.items():
+                local.free_counts[which] = local.free_counts.get(which, 0) + spent
+            raise
 
     def remember(self, name: str, now: float, views: dict[str, LimitView | None]) -> None:
         self._views[name] = (math.floor(now / DAY), views)
@@ -365,10 +375,14 @@ class FailoverBudget:
     async def snapshot(
         self, key_name: str | None, members: Mapping[str, float], now: float
     ) -> BudgetView:
-        return await self._f.run(
-            lambda: self._redis.snapshot(key_name, members, now),
-            lambda: self._f.local.budget.snapshot(key_name, members, now),
-        )
+        f = self._f
+
+        async def shared() -> BudgetView:
+            view = await self._redis.snapshot(key_name, members, now)
+            f.free_left = view["account_remaining_today"]  # the last view, for an outage
+            return view
+
+        return await f.run(shared, lambda: f.local.budget.snapshot(key_name, members, now))
 
 
 class FailoverCooldowns:
