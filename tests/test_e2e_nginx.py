@@ -171,13 +171,18 @@ class Nginx:
 
     def main_config(self) -> str:
         """What the official image's nginx.conf does around conf.d/*.conf, with every path
-        under the prefix; as root the workers stay root so they can read it."""
+        under the prefix and gzip on; as root the workers stay root so they can read it."""
         p = self.prefix
         user = "user root;\n" if os.geteuid() == 0 else ""
         return (
             f"{user}worker_processes 1;\n"
             "events { worker_connections 512; }\n"
             "http {\n"
+            # An http{} that compresses text, as many do: the committed file must still
+            # pass streams through uncompressed (gzip holds output back until it has more).
+            "    gzip on;\n"
+            "    gzip_min_length 1;\n"
+            "    gzip_types text/event-stream application/json;\n"
             f"    access_log {p}/access.log;\n"
             f"    client_body_temp_path {p}/client_body;\n"
             f"    proxy_temp_path {p}/proxy;\n"
