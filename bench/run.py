@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.loadgen import LoadSpec, chat_body, new_session, run_load
+from bench.loadgen import LoadSpec, StatusPages, chat_body, new_session, run_load
 from bench.procs import (
     REPO,
     CpuPlan,
@@ -253,7 +254,14 @@ class Bench:
             async with self.session.post(self.fake.base_url + "/__reset_peak") as resp:
                 await resp.read()
         sent = 0
-        async with new_session() as session:
+        pages = sc.status_pages.get(target, 0)
+        async with new_session() as session, contextlib.AsyncExitStack() as watching:
+            # open before the warm-up, so the measured part sees them all streaming
+            watchers = (
+                await watching.enter_async_context(StatusPages(server.base_url, pages))
+                if pages
+                else None
+            )
             if sc.warmup_s > 0:
                 warm = await run_load(replace(spec, duration_s=sc.warmup_s), session)
                 sent += warm.issued
@@ -266,6 +274,8 @@ class Bench:
             cpu1 = cpu_seconds(server.pid)
             peak = await sampler.stop()
             own_after = self._own_cpu(server)
+            if watchers is not None and watchers.errors:
+                cell.problems.append(f"status pages: {dict(watchers.errors)}")
         sent += result.issued
         after = await self.fake_stats()
         delta = Counter({k: after[k] - before[k] for k in COUNTERS})
@@ -395,7 +405,7 @@ class Bench:
             startup_table(self.startups),
         ]
         if "proxy" in self.targets and self.mode != "smoke":
-            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19)", "",
+            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19, 27)", "",
                       budget_table(self.cells, self.startups, self.proxy_stack)]  # fmt: skip
         return "\n".join(parts)
 
