@@ -86,8 +86,16 @@ def log(message: str) -> None:
 
 
 class Bench:
-    def __init__(self, mode: Mode, targets: tuple[str, ...], pin: bool, proxy_stack: str):
+    def __init__(
+        self,
+        mode: Mode,
+        targets: tuple[str, ...],
+        pin: bool,
+        proxy_stack: str,
+        only: tuple[str, ...] = (),
+    ):
         self.mode = mode
+        self.only = only  # scenario names to run; empty: all
         self.targets = targets
         self.plan = CpuPlan.detect(pin)
         self.proxy_stack = proxy_stack
@@ -365,7 +373,8 @@ class Bench:
                     self.servers[target] = self._target_server(target)
                     await self._start(target, self.servers[target])
             for sc in scenarios(self.mode):
-                await self.run_scenario(sc)
+                if not self.only or sc.name in self.only:
+                    await self.run_scenario(sc)
             await self.cold_starts(startup_spawns(self.mode))
             for target, server in self.servers.items():
                 if target in self.startups:
@@ -446,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["aiohttp", "httpx", "httpx-aiohttp"],
         help="the floor that uses the proxy's own client stack (for the 50 %% budget line)",
     )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help="comma list of scenario names to run, e.g. 'status pages c=10' (default: all)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     mode: Mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -457,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         targets = ("direct", *targets)
     if "proxy" in targets and not (REPO / "app" / "cli.py").exists():
         parser.error("the proxy (app/cli.py) is missing; leave `proxy` out of --targets")
-    bench = Bench(mode, targets, pin=not args.no_pin, proxy_stack=args.proxy_stack)
+    only = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
+    unknown_scenarios = set(only) - {sc.name for sc in scenarios(mode)}
+    if unknown_scenarios:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown_scenarios))}")
+    bench = Bench(mode, targets, pin=not args.no_pin, proxy_stack=args.proxy_stack, only=only)
     try:
         import uvloop
 
