@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from app.errors import UpstreamError
+from app.errors import DatabaseUnavailable, UpstreamError
 from app.team.auth import Caller
+from app.team.db import DatabaseError
 from app.team.usage import DAY
 
 if TYPE_CHECKING:
@@ -87,7 +88,10 @@ async def assemble(services: Services) -> Snapshot:
     now = services.clock()
     team = services.team
     today = int(now // DAY)
-    rows = await team.usage_store.totals(key=None, days=CHART_DAYS, now=now)
+    try:
+        rows = await team.usage_store.totals(key=None, days=CHART_DAYS, now=now)
+    except (DatabaseUnavailable, DatabaseError):
+        rows = []  # the health section names the database; /metrics must still answer
     days = [time.strftime("%Y-%m-%d", time.gmtime((today - i) * DAY)) for i in range(CHART_DAYS)]
     days.reverse()
     column = {day: i for i, day in enumerate(days)}
