@@ -314,3 +314,11 @@ class DatabaseUnavailable(ProxyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"retry-after": "1"})
+
+
+class RedisUnavailable(ProxyError):
+    """PROXY_REDIS_FAIL=closed while Redis is unreachable: no inference request is served
+    (DESIGN §12)."""
+
+    status_code = 503
+    code = "redis_unavailable"

@@ -16,7 +16,6 @@ from app.api.metrics import router as metrics_router
 from app.api.routes import add_inference_routes, inference_lanes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
-from app.cache.store import MemoryCache
 from app.config import Settings, load_settings
 from app.deps import Services
 from app.errors import install_error_handlers
@@ -24,19 +23,19 @@ from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
-from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
 from app.server.descriptors import Descriptors
+from app.state import build_stores
 from app.status.activity import Activity, Recorders
 from app.status.routes import StatusAccess
 from app.status.routes import router as status_router
-from app.status.sessions import LoginLimiter, MemorySessions
-from app.team.budget import BudgetStore, MemoryBudget, refresh
+from app.status.sessions import LoginLimiter
+from app.team.budget import BudgetStore, refresh
 from app.team.database import Database, open_team
 from app.team.fair_share import ACTIVE_SECONDS
 from app.team.gate import Gate
-from app.team.quotas import MemoryQuotas, QuotaStore
+from app.team.quotas import QuotaStore
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.transport import AiohttpTransport, Transport, proxy_for
@@ -61,16 +60,12 @@ def create_app(
         _wrap(transport) or AiohttpTransport(proxy_for(settings.openrouter_base_url), descriptors),
     )
     catalogue = Catalogue(upstream, clock)
-    cooldowns = MemoryCooldowns(clock)
+    stores = build_stores(settings, clock)
+    cooldowns = stores.cooldowns
     team = open_team(settings, clock=clock)
-    quotas = MemoryQuotas(clock)
-    budget = MemoryBudget(settings.upstream_rpm, settings.upstream_rpd)
+    quotas, budget = stores.quotas, stores.budget
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
-    cache = ResponseCache(
-        settings,
-        MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
-        Flights(),
-    )
+    cache = ResponseCache(settings, stores.cache, Flights())
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     activity = Activity(clock)
     services = Services(
@@ -96,17 +91,20 @@ def create_app(
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
         descriptors=descriptors,
         activity=activity,
+        failover=stores.failover,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.team.start()
+        await stores.start()
         await _seed(services.team, quotas, budget, clock())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
             following.cancel()
         await services.aclose()
+        await stores.aclose()
 
     app = ProxyApp(
         title="openrouter-proxy",
@@ -125,7 +123,7 @@ def create_app(
     app.include_router(metrics_router)
     app.include_router(admin.router)
     app.include_router(status_router)
-    app.state.status_access = StatusAccess(MemorySessions(), LoginLimiter())
+    app.state.status_access = StatusAccess(stores.sessions, LoginLimiter())
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
 

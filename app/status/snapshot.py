@@ -189,13 +189,23 @@ async def assemble(services: Services) -> Snapshot:
             "hit_rate_today": round(today_hits / today_requests, 3) if today_requests else None,
         },
         "overhead_ms": services.activity.overhead_ms(),
-        "replicas": {
-            "alive": 1,
-            "note": "this process only: replicas share their state once PROXY_REDIS_URL is set",
-        },
+        "replicas": _replicas(services),
         "health": {
             "database": checks["database"],
             "redis": redis if redis is not None else {"ok": None, "detail": "not configured"},
         },
         "failures": list(reversed(services.activity.failures)),
     }
+
+
+def _replicas(services: Services) -> dict[str, Any]:
+    """How many replicas share the state: the live heartbeats with Redis, else this one."""
+    failover = services.failover
+    if failover is None:
+        return {
+            "alive": 1,
+            "note": "this process only: replicas share their state once PROXY_REDIS_URL is set",
+        }
+    if failover.up:
+        return {"alive": failover.alive}
+    return {"alive": failover.alive, "note": "last seen alive: Redis is unreachable"}
