@@ -117,7 +117,15 @@ class Settings(BaseSettings):
         "PROXY_MAX_ATTEMPTS", 10, "Upstream attempts one request may make.", ge=1
     )
     redis_url: str | None = _setting(
-        "PROXY_REDIS_URL", None, "Shared state for several replicas (next release)."
+        "PROXY_REDIS_URL", None, "Shared state for several replicas (DESIGN §12)."
+    )
+    redis_fail: Literal["degraded", "closed", "open"] = _setting(
+        "PROXY_REDIS_FAIL",
+        "degraded",
+        "Redis unreachable: `degraded` (limits divided by replicas), `closed` (503), `open`.",
+    )
+    redis_prefix: str = _setting(
+        "PROXY_REDIS_PREFIX", "orp:", "Prefix of every Redis key the proxy writes.", min_length=1
     )
     admin_key: SecretStr | None = _setting(
         "PROXY_ADMIN_KEY", None, "Bearer for /admin/*; admin routes are off when unset."
@@ -161,18 +169,14 @@ class Settings(BaseSettings):
     @field_validator("openrouter_api_key", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("admin_key", "redis_url", "database_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+        return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_format", "log_level", "cache", "cache_scope", mode="before")
+    @field_validator("log_format", "log_level", "cache", "cache_scope", "redis_fail", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -188,6 +192,7 @@ class Settings(BaseSettings):
         "cors_origins",
         "allowed_hosts",
         "redis_url",
+        "redis_prefix",
         "database_url",
         mode="before",
     )

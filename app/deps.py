@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -27,6 +27,9 @@ from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.streams import OpenStreams
 
+if TYPE_CHECKING:
+    from app.shared.failover import Failover
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -47,6 +50,7 @@ class Services:
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
     descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
     activity: Activity = field(default_factory=Activity)  # what the status page shows
+    failover: Failover | None = None  # Redis or memory (DESIGN §12); None without Redis
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -16,6 +16,7 @@
     │   ├── HeadersTooLarge             431 invalid_request_error   request head over the cap
     │   ├── ProxyOutOfResources         503 server_error            local EMFILE / ENOMEM
     │   ├── DatabaseUnavailable         503 server_error            keys database locked or gone
+    │   ├── RedisUnavailable            503 server_error            PROXY_REDIS_FAIL=closed
     │   ├── ServerStopping              503 server_error            SIGTERM ended an open stream
     │   └── UpstreamError               502 upstream_error          one attempt failed
     │       ├── UpstreamUnreachable     502                         connect refused, DNS, TLS
@@ -173,6 +174,14 @@ class DatabaseUnavailable(ProxyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"retry-after": "1"})
+
+
+class RedisUnavailable(ProxyError):
+    """PROXY_REDIS_FAIL=closed while Redis is unreachable: no inference request is served
+    (DESIGN §12)."""
+
+    status_code = 503
+    code = "redis_unavailable"
 
 
 class ServerStopping(ProxyError):

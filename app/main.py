@@ -17,7 +17,6 @@ from app.api.render import install_error_handlers
 from app.api.routes import add_inference_routes, inference_lanes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
-from app.cache.store import MemoryCache
 from app.config import Settings, load_settings
 from app.deps import Services
 from app.descriptors import Descriptors
@@ -25,20 +24,20 @@ from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
-from app.routing.cooldowns import MemoryCooldowns
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
+from app.state import Stores, build_stores
 from app.status.activity import Activity, Recorders
 from app.status.board import StatusBoard
 from app.status.routes import StatusAccess
 from app.status.routes import router as status_router
-from app.status.sessions import LoginLimiter, MemorySessions
+from app.status.sessions import LoginLimiter
 from app.status.snapshot import assemble
-from app.team.budget import BudgetStore, MemoryBudget, refresh
+from app.team.budget import BudgetStore, refresh
 from app.team.database import Database, open_team
 from app.team.fair_share import ACTIVE_SECONDS
 from app.team.gate import Gate
-from app.team.quotas import MemoryQuotas, QuotaStore
+from app.team.quotas import QuotaStore
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
 from app.upstream.transport import AiohttpTransport, Transport, proxy_for
@@ -56,18 +55,20 @@ def create_app(
     """Build the app. `transport` replaces the upstream network, `clock` the wall clock
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
-    services, quotas = _services(settings, transport, clock or time.time)
-    budget, now = services.budget, services.clock
+    services, stores = _services(settings, transport, clock or time.time)
+    quotas, budget, now = stores.quotas, stores.budget, services.clock
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.team.start()
+        await stores.start()
         await _seed(services.team, quotas, budget, now())
         following = _follow_free_allowance(services)
         yield
         if following is not None:
             following.cancel()
         await services.aclose()
+        await stores.aclose()
 
     app = ProxyApp(
         title="openrouter-proxy",
@@ -86,7 +87,7 @@ def create_app(
     app.include_router(metrics_router)
     app.include_router(admin.router)
     app.include_router(status_router)
-    app.state.status_access = StatusAccess(MemorySessions(), LoginLimiter())
+    app.state.status_access = StatusAccess(stores.sessions, LoginLimiter())
     app.add_middleware(BrowserGuard, settings=settings)  # before everything else
     return app
 
@@ -95,24 +96,21 @@ def _services(
     settings: Settings,
     transport: httpx.AsyncBaseTransport | None,
     clock: Callable[[], float],
-) -> tuple[Services, QuotaStore]:
-    """Every service a request reaches, and the quota store the lifespan seeds."""
+) -> tuple[Services, Stores]:
+    """Every service a request reaches, and the shared stores (memory, or Redis) the
+    lifespan starts, seeds and closes."""
     descriptors = Descriptors()
     upstream = OpenRouterClient(
         settings,
         _wrap(transport) or AiohttpTransport(proxy_for(settings.openrouter_base_url), descriptors),
     )
     catalogue = Catalogue(upstream, clock)
-    cooldowns = MemoryCooldowns(clock)
+    stores = build_stores(settings, clock)
+    cooldowns = stores.cooldowns
     team = open_team(settings, clock=clock)
-    quotas = MemoryQuotas(clock)
-    budget = MemoryBudget(settings.upstream_rpm, settings.upstream_rpd)
+    quotas, budget = stores.quotas, stores.budget
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
-    cache = ResponseCache(
-        settings,
-        MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
-        Flights(),
-    )
+    cache = ResponseCache(settings, stores.cache, Flights())
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     activity = Activity(clock)
     services = Services(
@@ -139,9 +137,9 @@ def _services(
         status=StatusBoard(assemble),
         descriptors=descriptors,
         activity=activity,
+        failover=stores.failover,
     )
-
-    return services, quotas
+    return services, stores
 
 
 async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:

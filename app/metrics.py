@@ -52,6 +52,7 @@ class Scraped:
     free_left: int | None = None
     free_limit: int | None = None
     catalogue_models: int = 0
+    redis_up: int | None = None  # only when PROXY_REDIS_URL is set
     cache: tuple[int, int, int, int] = (0, 0, 0, 0)  # entries, bytes, hits, misses
     usage_queue: int = 0
     usage_dropped: int = 0
@@ -262,6 +263,10 @@ class _ScrapedCollector(Collector):
         )
         dropped.add_metric([], s.usage_dropped)
         yield dropped
+        if s.redis_up is not None:
+            yield _gauge(
+                "redis_up", "1 while Redis answers, 0 while it is unreachable.", s.redis_up
+            )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

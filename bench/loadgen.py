@@ -265,6 +265,55 @@ async def run_load(spec: LoadSpec, session: aiohttp.ClientSession | None = None)
     return result
 
 
+class StatusPages:
+    """`count` open status pages: each a `GET /status/events` stream read as it arrives, as
+    a browser's EventSource does, on its own connections. `async with` returns once every
+    page has its first snapshot event (or raises after `timeout_s`); leaving closes them."""
+
+    def __init__(self, base_url: str, count: int, timeout_s: float = 10.0) -> None:
+        self.url = f"{base_url}/status/events"
+        self.count = count
+        self.timeout_s = timeout_s
+        self.events = [0] * count  # snapshot events each page has read
+        self.errors: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _read(self, index: int, first: asyncio.Event) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.get(self.url) as resp:
+                if resp.status != 200:
+                    self.errors[f"HTTP {resp.status}"] += 1
+                    return
+                async for line in resp.content:
+                    if line.startswith(b"data:"):
+                        self.events[index] += 1
+                        first.set()
+            self.errors["stream ended"] += 1
+        except aiohttp.ClientError as exc:
+            self.errors[type(exc).__name__] += 1
+
+    async def __aenter__(self) -> StatusPages:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        firsts = [asyncio.Event() for _ in range(self.count)]
+        self._tasks = [asyncio.create_task(self._read(i, e)) for i, e in enumerate(firsts)]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.gather(*(e.wait() for e in firsts))
+        except TimeoutError:
+            await self.__aexit__()
+            raise RuntimeError(f"status pages not all open: {dict(self.errors)}") from None
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
 def new_session(spec: LoadSpec | None = None) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
     return aiohttp.ClientSession(

@@ -195,7 +195,7 @@ def startup_table(startups: dict[str, Startup]) -> str:
 def budget_table(
     cells: dict[tuple[str, str], Cell], startups: dict[str, Startup], proxy_stack: str
 ) -> str:
-    """DESIGN §9 and issues 12, 17-19 targets, checked for the proxy (never an exit status)."""
+    """DESIGN §9 and issues 12, 17-19, 27 targets, checked for the proxy (never an exit status)."""
 
     def get(scenario: str, target: str) -> Cell | None:
         return cells.get((scenario, target))
@@ -273,6 +273,8 @@ def budget_table(
     if hit and through and hit.rps is not None and through.rps:
         rows.append(("(context) cache hit vs open-mode pass-through at c=10 (non-stream c=10)",
                      f"{hit.rps / through.rps:.1f}×", None))  # fmt: skip
+    ratio_row("ten open status pages: throughput at c=10 ≥ 95 % of none (issue 27)",
+              "status pages c=10", "proxy", 0.95, target="proxy-watched")  # fmt: skip
     slow = [c for (s, t), c in cells.items() if s.startswith("slow streams") and t == "proxy"]
     if slow:
         n = sum(slow[0].errors.values()) + len(slow[0].problems)

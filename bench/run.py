@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.loadgen import LoadSpec, chat_body, new_session, run_load
+from bench.loadgen import LoadSpec, StatusPages, chat_body, new_session, run_load
 from bench.procs import (
     REPO,
     CpuPlan,
@@ -85,8 +86,16 @@ def log(message: str) -> None:
 
 
 class Bench:
-    def __init__(self, mode: Mode, targets: tuple[str, ...], pin: bool, proxy_stack: str):
+    def __init__(
+        self,
+        mode: Mode,
+        targets: tuple[str, ...],
+        pin: bool,
+        proxy_stack: str,
+        only: tuple[str, ...] = (),
+    ):
         self.mode = mode
+        self.only = only  # scenario names to run; empty: all
         self.targets = targets
         self.plan = CpuPlan.detect(pin)
         self.proxy_stack = proxy_stack
@@ -253,7 +262,14 @@ class Bench:
             async with self.session.post(self.fake.base_url + "/__reset_peak") as resp:
                 await resp.read()
         sent = 0
-        async with new_session() as session:
+        pages = sc.status_pages.get(target, 0)
+        async with new_session() as session, contextlib.AsyncExitStack() as watching:
+            # open before the warm-up, so the measured part sees them all streaming
+            watchers = (
+                await watching.enter_async_context(StatusPages(server.base_url, pages))
+                if pages
+                else None
+            )
             if sc.warmup_s > 0:
                 warm = await run_load(replace(spec, duration_s=sc.warmup_s), session)
                 sent += warm.issued
@@ -266,6 +282,8 @@ class Bench:
             cpu1 = cpu_seconds(server.pid)
             peak = await sampler.stop()
             own_after = self._own_cpu(server)
+            if watchers is not None and watchers.errors:
+                cell.problems.append(f"status pages: {dict(watchers.errors)}")
         sent += result.issued
         after = await self.fake_stats()
         delta = Counter({k: after[k] - before[k] for k in COUNTERS})
@@ -355,7 +373,8 @@ class Bench:
                     self.servers[target] = self._target_server(target)
                     await self._start(target, self.servers[target])
             for sc in scenarios(self.mode):
-                await self.run_scenario(sc)
+                if not self.only or sc.name in self.only:
+                    await self.run_scenario(sc)
             await self.cold_starts(startup_spawns(self.mode))
             for target, server in self.servers.items():
                 if target in self.startups:
@@ -395,7 +414,7 @@ class Bench:
             startup_table(self.startups),
         ]
         if "proxy" in self.targets and self.mode != "smoke":
-            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19)", "",
+            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19, 27)", "",
                       budget_table(self.cells, self.startups, self.proxy_stack)]  # fmt: skip
         return "\n".join(parts)
 
@@ -436,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["aiohttp", "httpx", "httpx-aiohttp"],
         help="the floor that uses the proxy's own client stack (for the 50 %% budget line)",
     )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help="comma list of scenario names to run, e.g. 'status pages c=10' (default: all)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     mode: Mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -447,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         targets = ("direct", *targets)
     if "proxy" in targets and not (REPO / "app" / "cli.py").exists():
         parser.error("the proxy (app/cli.py) is missing; leave `proxy` out of --targets")
-    bench = Bench(mode, targets, pin=not args.no_pin, proxy_stack=args.proxy_stack)
+    only = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
+    unknown_scenarios = set(only) - {sc.name for sc in scenarios(mode)}
+    if unknown_scenarios:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown_scenarios))}")
+    bench = Bench(mode, targets, pin=not args.no_pin, proxy_stack=args.proxy_stack, only=only)
     try:
         import uvloop
 

@@ -8,7 +8,8 @@ Proxy targets are `ProxySpec`s (`PROXY_TARGETS`): `proxy` is the proxy in open m
 default settings; `key`, `key-miss` and `key-hit` are one second proxy process holding a
 client key (created by `setup` before it starts), measured with three kinds of request. A
 proxy with other settings (e.g. metrics off, once there is such a setting) is one more
-`ProxySpec` with its `env` and a target name mapped to it.
+`ProxySpec` with its `env` and a target name mapped to it. `proxy-watched` is the open-mode
+proxy again, measured while `status_pages` event streams are open on it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from bench.loadgen import Api, chat_body, responses_body
 
 Mode = Literal["full", "quick", "smoke"]
 TargetName = Literal[
-    "direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy", "key", "key-miss", "key-hit"
+    "direct",
+    "aiohttp",
+    "httpx",
+    "httpx-aiohttp",
+    "proxy",
+    "key",
+    "key-miss",
+    "key-hit",
+    "proxy-watched",
 ]
 # what --targets chooses from; the keyed-proxy targets come with `proxy`
 ALL_TARGETS: tuple[TargetName, ...] = ("direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy")
@@ -35,6 +44,7 @@ LABELS: dict[str, str] = {
     "key": "proxy + key",
     "key-miss": "proxy + key, cache miss",
     "key-hit": "proxy + key, cache hit",
+    "proxy-watched": "proxy + 10 status pages",
 }
 FLOORS: tuple[TargetName, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
@@ -83,6 +93,8 @@ class Scenario:
     check: Check | None = "calls"
     api: Api = "chat"  # the route: /v1/chat/completions or /v1/responses
     expect_cache: Mapping[str, str] = field(default_factory=dict)  # target -> X-Cache value
+    # target -> open `GET /status/events` streams read on its server while it is measured
+    status_pages: Mapping[str, int] = field(default_factory=dict)
 
     def upstream_calls(self, target: str) -> int:
         return self.upstream.get(target, 1)
@@ -165,7 +177,10 @@ PROXY_TARGETS: dict[str, ProxySpec] = {
     "key": KEYED_PROXY,
     "key-miss": KEYED_PROXY,
     "key-hit": KEYED_PROXY,
+    # the open-mode proxy itself (the same process), measured with status pages open
+    "proxy-watched": OPEN_PROXY,
 }
+STATUS_PAGES = 10
 
 
 def scenarios(mode: Mode) -> list[Scenario]:
@@ -300,6 +315,25 @@ def scenarios(mode: Mode) -> list[Scenario]:
             targets=("direct", "key-hit"),
             upstream={"key-hit": 0},
             expect_cache={"key-hit": "HIT"},
+        )
+    )
+    # Issue 27: ten open status pages (each a `GET /status/events` stream, a snapshot event
+    # every 2 s) against none, on the same open-mode proxy process in the same rounds.
+    out.append(
+        Scenario(
+            name="status pages c=10",
+            what=f"non-stream chat, 10 clients: open mode with no status page open (`proxy`) "
+            f"and with {STATUS_PAGES} `GET /status/events` streams read throughout "
+            "(`proxy-watched`, the same process)",
+            stream=False,
+            concurrency=10,
+            body=same_body("bench/ok", stream=False),
+            duration_s=feature_dur,
+            max_requests=40 if smoke else 1_000_000,
+            rounds=rounds,
+            warmup_s=warm,
+            targets=("proxy", "proxy-watched"),  # direct: see non-stream c=10
+            status_pages={"proxy-watched": STATUS_PAGES},
         )
     )
     # Issue 17: the Responses relay, against chat's `stream c=50` (rounds of `feature_dur`:

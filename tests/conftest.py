@@ -20,6 +20,8 @@ from app.main import create_app
 from tests.fake_openrouter import FAKE_KEY, FakeOpenRouter
 from tests.live_server import LiveServer
 from tests.pg import PostgresCluster, require
+from tests.redis_server import RedisServer
+from tests.redis_server import require as require_redis
 
 CLIENT_KEY = "sk-client-secret-never-forwarded"
 
@@ -97,6 +99,24 @@ def postgres() -> Iterator[PostgresCluster]:
 def pg_url(postgres: PostgresCluster) -> str:
     """A new empty database in that cluster: its postgresql:// URL, password included."""
     return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server for the session (tests/redis_server.py); skips without it,
+    or fails when CI=true."""
+    server = RedisServer(require_redis())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """An emptied database of its own in that server: its redis:// URL, password included."""
+    return redis_server.new_database()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 - hadolint lints the Dockerfile; the Dockerfile has the shape DESIGN.md §10 asks for.
 - docker-compose.yml is valid against the Compose Specification schema and publishes the
   proxy on 127.0.0.1 only, in open mode, with a healthcheck, a restart policy and a data
-  volume; the `scale` profile has two replicas and Redis.
+  volume; the `scale` profile has two replicas, Redis, Postgres, and nginx in front of the
+  replicas with the committed deploy/nginx.conf (run for real by tests/test_e2e_nginx.py).
 - Every variable compose interpolates and every setting the image sets is one `.env.example`
   lists, and `.env.example` does not set (uncommented) what the image or compose sets.
 - The Dockerfile's install steps are replayed in a fresh virtualenv from the build context
@@ -515,6 +516,43 @@ def test_compose_scale_profile(compose: dict[str, Any], dockerfile: Dockerfile) 
         ports = {p.host_port for p in published_ports(service)}
         assert not ports & host_ports, f"{name} reuses a host port"
         host_ports |= ports
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+NGINX_SITE = "/etc/nginx/conf.d/default.conf"  # what the official image includes in http{}
+
+
+def test_compose_scale_profile_puts_nginx_with_the_committed_config_before_the_replicas(
+    compose: dict[str, Any],
+) -> None:
+    scale = {n: s for n, s in compose["services"].items() if "scale" in s.get("profiles", [])}
+    replicas = sorted(n for n in proxy_services(compose) if n in scale)
+    nginx = {n: s for n, s in scale.items() if str(s.get("image", "")).startswith("nginx:")}
+    assert len(nginx) == 1, "expected one nginx service in `scale`"
+    ((name, service),) = nginx.items()
+    assert re.fullmatch(r"nginx:1\.\d+\.\d+-alpine", service["image"]), "pin nginx"
+    # The file tests/test_e2e_nginx.py runs is the one nginx reads, read-only.
+    volumes = [v for v in service.get("volumes", []) if isinstance(v, str)]
+    source = volume_mounts(service).get(NGINX_SITE)
+    assert source and (ROOT / source).resolve() == NGINX_CONF, f"{name} mounts {source!r}"
+    assert any(v.endswith(f"{NGINX_SITE}:ro") for v in volumes), f"{name}: mount it :ro"
+    assert set(service.get("depends_on", {})) >= set(replicas)
+    # Its upstream names the replicas at the port they listen on inside their containers,
+    # and compose publishes the port it listens on, on 127.0.0.1 only.
+    text = re.sub(r"(?m)#.*$", "", NGINX_CONF.read_text(encoding="utf-8"))
+    servers = re.findall(r"(?m)^\s*server\s+([^\s;{]+)[^;{]*;", text)  # not `server {`
+    assert servers == [f"{r}:{CONTAINER_PORT}" for r in replicas], servers
+    (listen,) = re.findall(r"(?m)^\s*listen\s+([^;]+);", text)
+    ports = published_ports(service)
+    assert ports and all(p.host_ip == "127.0.0.1" for p in ports), f"{name} beyond 127.0.0.1"
+    assert {p.container_port for p in ports} == {listen.strip()}
+    taken = {
+        p.host_port
+        for other, s in compose["services"].items()
+        if other != name
+        for p in published_ports(s)
+    }
+    assert not {p.host_port for p in ports} & taken, f"{name} reuses a host port"
 
 
 # --- settings: .env.example is the list -------------------------------------------------

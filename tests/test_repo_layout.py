@@ -30,6 +30,8 @@ STAGES: list[tuple[str, ...]] = [
     ("team",),  # keys, quotas, free budget, usage, the gate
     ("cache",),
     ("status.activity", "status.board", "status.sessions"),  # state the stages feed
+    ("shared",),  # the same stores on Redis, and the switch to memory while it is away
+    ("state",),  # which stores this process uses: memory, or Redis
     ("deps",),  # the services every route reaches
     ("api",),  # the dialects, the pipeline, the routes
     ("status",),  # the status page and its routes

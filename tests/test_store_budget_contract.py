@@ -5,26 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import Callable
+import functools
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from app.shared.budget import RedisBudget
+from app.shared.connection import Shared
 from app.team.budget import BudgetStore, MemoryBudget
 from app.team.fair_share import ACTIVE_SECONDS, BudgetRefusal
+from tests.redis_server import shared_for
 
 pytestmark = pytest.mark.anyio
 MORNING = float(calendar.timegm((2025, 6, 1, 8, 0, 0)))
 MIDNIGHT = float(calendar.timegm((2025, 6, 2, 0, 0, 0)))
 LONG_AGO = MORNING - 30 * 86400  # created a month ago: active only if used lately
 
-IMPLEMENTATIONS: dict[str, Callable[[int, int], BudgetStore]] = {
-    "memory": MemoryBudget,
+IMPLEMENTATIONS: dict[str, Callable[[Shared, int, int], BudgetStore]] = {
+    "memory": lambda _, rpm, rpd: MemoryBudget(rpm, rpd),
+    "redis": RedisBudget,
 }
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def make(request: pytest.FixtureRequest) -> Callable[[int, int], BudgetStore]:
-    return IMPLEMENTATIONS[request.param]
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[int, int], BudgetStore]]:
+    async with shared_for(request) as shared:
+        yield functools.partial(IMPLEMENTATIONS[request.param], shared)
 
 
 async def test_take_counts_until_the_minute_is_spent_and_a_refusal_counts_nothing(make):

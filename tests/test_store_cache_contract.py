@@ -3,11 +3,14 @@ A shared (Redis) store joins by adding one line to `IMPLEMENTATIONS`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from app.cache.store import CacheStore, Entry, MemoryCache
+from app.shared.cache import RedisCache
+from app.shared.connection import Shared
+from tests.redis_server import shared_for
 
 pytestmark = pytest.mark.anyio
 
@@ -20,8 +23,9 @@ class Clock:
         return self.now
 
 
-IMPLEMENTATIONS: dict[str, Callable[[int, float, Clock], CacheStore]] = {
-    "memory": MemoryCache,
+IMPLEMENTATIONS: dict[str, Callable[[Shared, int, float, Clock], CacheStore]] = {
+    "memory": lambda _, max_bytes, ttl, clock: MemoryCache(max_bytes, ttl, clock),
+    "redis": RedisCache,
 }
 TTL = 60.0
 
@@ -31,8 +35,9 @@ def entry(size: int, n: int = 0) -> Entry:
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def make(request: pytest.FixtureRequest) -> Callable[[int, Clock], CacheStore]:
-    return lambda max_bytes, clock: IMPLEMENTATIONS[request.param](max_bytes, TTL, clock)
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[int, Clock], CacheStore]]:
+    async with shared_for(request) as shared:
+        yield lambda max_bytes, clock: IMPLEMENTATIONS[request.param](shared, max_bytes, TTL, clock)
 
 
 async def test_what_is_put_is_got_and_every_lookup_is_counted(make):

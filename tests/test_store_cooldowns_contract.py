@@ -3,12 +3,15 @@ A shared (Redis) store joins by adding one line to `IMPLEMENTATIONS`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from app.routing.cooldowns import CooldownStore, MemoryCooldowns
 from app.routing.ranking import rank
+from app.shared.connection import Shared
+from app.shared.cooldowns import RedisCooldowns
+from tests.redis_server import shared_for
 
 pytestmark = pytest.mark.anyio
 NOW = 1_790_000_000.0
@@ -22,15 +25,19 @@ class Clock:
         return self.now
 
 
-IMPLEMENTATIONS: dict[str, Callable[[Clock], CooldownStore]] = {
-    "memory": MemoryCooldowns,
+IMPLEMENTATIONS: dict[str, Callable[[Clock, Shared], CooldownStore]] = {
+    "memory": lambda clock, _: MemoryCooldowns(clock),
+    "redis": lambda clock, shared: RedisCooldowns(shared, clock),
 }
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def clock_and_store(request: pytest.FixtureRequest) -> tuple[Clock, CooldownStore]:
+async def clock_and_store(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Clock, CooldownStore]]:
     clock = Clock()
-    return clock, IMPLEMENTATIONS[request.param](clock)
+    async with shared_for(request) as shared:
+        yield clock, IMPLEMENTATIONS[request.param](clock, shared)
 
 
 async def test_nothing_is_known_of_a_fresh_store(clock_and_store):

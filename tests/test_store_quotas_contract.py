@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 
 from app.errors import QuotaExceeded
+from app.shared.connection import Shared
+from app.shared.quotas import RedisQuotas
 from app.team.quotas import Grant, MemoryQuotas, QuotaStore
+from tests.redis_server import shared_for
 
 pytestmark = pytest.mark.anyio
 MORNING = float(calendar.timegm((2026, 3, 10, 8, 0, 0)))
 MIDNIGHT = float(calendar.timegm((2026, 3, 11, 0, 0, 0)))
 
-IMPLEMENTATIONS: dict[str, Callable[[Callable[[], float]], QuotaStore]] = {
-    "memory": MemoryQuotas,
+IMPLEMENTATIONS: dict[str, Callable[[Callable[[], float], Shared], QuotaStore]] = {
+    "memory": lambda clock, _: MemoryQuotas(clock),
+    "redis": lambda clock, shared: RedisQuotas(shared, clock),
 }
 
 
@@ -34,8 +38,9 @@ class Key:
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def store(request: pytest.FixtureRequest) -> QuotaStore:
-    return IMPLEMENTATIONS[request.param](lambda: MORNING)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
+    async with shared_for(request) as shared:
+        yield IMPLEMENTATIONS[request.param](lambda: MORNING, shared)
 
 
 async def test_admit_counts_and_reports_the_counts_with_this_request_in_them(store):

@@ -31,9 +31,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: each named check says what is wrong and what to do (DESIGN §11)."""
     checks = await ready_checks(services)
     failing = [name for name, check in checks.items() if not check["ok"]]
+    # Redis away in `degraded` or `open` is named but still serves (DESIGN §12).
+    serves = services.failover is None or services.failover.mode != "closed"
+    blocking = [name for name in failing if name != "redis" or not serves]
     return JSONResponse(
-        {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks},
-        status_code=503 if failing else 200,
+        {"status": "unavailable" if blocking else "ok", "failing": failing, "checks": checks},
+        status_code=503 if blocking else 200,
     )
 
 
@@ -44,7 +47,9 @@ async def ready_checks(services: Services) -> dict[str, Check]:
         "catalogue": await _catalogue(services),
         "database": await _database(services),
     }
-    if services.settings.redis_url is not None:
+    if services.failover is not None:
+        checks["redis"] = {"ok": services.failover.up, "detail": services.failover.detail()}
+    elif services.settings.redis_url is not None:
         checks["redis"] = await _redis(services.settings.redis_url)
     return checks
 

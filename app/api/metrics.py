@@ -55,4 +55,6 @@ async def scrape(services: Services) -> bytes:
     scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
     scraped.usage_queue = services.team.usage.queue_depth
     scraped.usage_dropped = services.team.usage.dropped
+    if services.failover is not None:
+        scraped.redis_up = int(services.failover.up)
     return metrics.render(scraped)

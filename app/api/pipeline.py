@@ -110,6 +110,8 @@ class Flow:
         trace.key = self.caller.name
         # Which models this key may use is settled before its quotas count the request:
         # a refused request counts toward no limit (DESIGN §7).
+        if services.failover is not None:
+            services.failover.check()  # PROXY_REDIS_FAIL=closed with Redis away: 503
         candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
         if self.counting:
             return await self._count(parsed, candidates)

@@ -19,7 +19,7 @@ from typing import Any
 from app.api.admin import usage_report
 from app.api.health import ready_checks
 from app.deps import Services
-from app.errors import UpstreamError
+from app.errors import DatabaseError, DatabaseUnavailable, UpstreamError
 from app.status.board import Snapshot
 from app.team.auth import Caller
 from app.team.usage import DAY
@@ -33,7 +33,10 @@ async def assemble(services: Services) -> Snapshot:
     """Read every store once; the result is plain JSON-ready data."""
     now = services.clock()
     team = services.team
-    rows = await team.usage_store.totals(key=None, days=CHART_DAYS, now=now)
+    try:
+        rows = await team.usage_store.totals(key=None, days=CHART_DAYS, now=now)
+    except (DatabaseUnavailable, DatabaseError):
+        rows = []  # the health section names the database; /metrics must still answer
     daily = _Daily(rows, int(now // DAY))
     budget = await services.gate.free_budget(None)
     keys = await _keys(services, daily.today_key, now)
@@ -62,10 +65,7 @@ async def assemble(services: Services) -> Snapshot:
             "hit_rate_today": round(hits / requests, 3) if requests else None,
         },
         "overhead_ms": services.activity.overhead_ms(),
-        "replicas": {
-            "alive": 1,
-            "note": "this process only: replicas share their state once PROXY_REDIS_URL is set",
-        },
+        "replicas": _replicas(services),
         "health": {
             "database": checks["database"],
             "redis": redis if redis is not None else {"ok": None, "detail": "not configured"},
@@ -173,3 +173,16 @@ async def _models(
             }
         )
     return models, cooling, failing, catalogue
+
+
+def _replicas(services: Services) -> dict[str, Any]:
+    """How many replicas share the state: the live heartbeats with Redis, else this one."""
+    failover = services.failover
+    if failover is None:
+        return {
+            "alive": 1,
+            "note": "this process only: replicas share their state once PROXY_REDIS_URL is set",
+        }
+    if failover.up:
+        return {"alive": failover.alive}
+    return {"alive": failover.alive, "note": "last seen alive: Redis is unreachable"}

@@ -1,0 +1,73 @@
+"""Which stores hold the proxy's state: in-process (the default) or shared through Redis
+when `PROXY_REDIS_URL` is set (DESIGN §12), built here so `create_app` only wires them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.cache.store import CacheStore, MemoryCache
+from app.config import MIB, Settings
+from app.routing.cooldowns import CooldownStore, MemoryCooldowns
+from app.shared.budget import RedisBudget
+from app.shared.cache import RedisCache
+from app.shared.connection import Shared
+from app.shared.cooldowns import RedisCooldowns
+from app.shared.failover import Failover
+from app.shared.quotas import RedisQuotas
+from app.shared.sessions import RedisSessions
+from app.shared.twins import (
+    FailoverBudget,
+    FailoverCache,
+    FailoverCooldowns,
+    FailoverQuotas,
+    FailoverSessions,
+)
+from app.status.sessions import MemorySessions, SessionStore
+from app.team.budget import BudgetStore, MemoryBudget
+from app.team.quotas import MemoryQuotas, QuotaStore
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    cooldowns: CooldownStore
+    quotas: QuotaStore
+    budget: BudgetStore
+    cache: CacheStore
+    sessions: SessionStore
+    failover: Failover | None  # the switch to memory when Redis is away; None in memory
+
+    async def start(self) -> None:
+        if self.failover is not None:
+            await self.failover.start()
+
+    async def aclose(self) -> None:
+        if self.failover is not None:
+            await self.failover.aclose()
+            await self.failover.shared.aclose()
+
+
+def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
+    """Memory stores, or Redis ones on one shared client when PROXY_REDIS_URL is set."""
+    if settings.redis_url is None:
+        return Stores(
+            MemoryCooldowns(clock),
+            MemoryQuotas(clock),
+            MemoryBudget(settings.upstream_rpm, settings.upstream_rpd),
+            MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
+            MemorySessions(),
+            None,
+        )
+    shared = Shared(settings.redis_url, settings.redis_prefix)
+    budget = RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd)
+    failover = Failover(shared, settings, budget, clock)
+    max_bytes = int(settings.cache_max_mb * MIB)
+    return Stores(
+        FailoverCooldowns(failover, RedisCooldowns(shared, clock)),
+        FailoverQuotas(failover, RedisQuotas(shared, clock)),
+        FailoverBudget(failover, budget),
+        FailoverCache(failover, RedisCache(shared, max_bytes, settings.cache_ttl, clock)),
+        FailoverSessions(failover, RedisSessions(shared)),
+        failover,
+    )

@@ -1,0 +1,127 @@
+"""Several replicas, one team (DESIGN §12, issue 25): three real proxies (uvicorn on
+127.0.0.1) sharing one throwaway redis-server and one SQLite file, in front of one fake
+OpenRouter. What one replica counts, learns or stores, the others see."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, provider_429
+from tests.live_server import LiveServer
+from tests.redis_server import PASSWORD
+from tests.test_e2e_team import CHAT, HI, bearer, create_key
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "proxy.db"
+
+
+def start_replicas(
+    stack: ExitStack, n: int, fake_server: LiveServer, db: Path, redis_url: str, **overrides: Any
+) -> list[LiveServer]:
+    """`n` replicas on one Redis and one database, each a real server."""
+    settings = make_settings(fake_server.url, db_path=db, redis_url=redis_url, **overrides)
+    return [stack.enter_context(LiveServer(create_app(settings))) for _ in range(n)]
+
+
+def post_all(urls: list[str], secret: str, body: dict[str, object]) -> list[httpx.Response]:
+    """One request to each url at once, released together through a barrier."""
+    barrier = threading.Barrier(len(urls))
+
+    def one(url: str) -> httpx.Response:
+        with httpx.Client(timeout=30) as client:
+            barrier.wait()
+            return client.post(f"{url}{CHAT}", json=body, headers=bearer(secret))
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        return list(pool.map(one, urls))
+
+
+def test_ninety_concurrent_requests_over_three_replicas_admit_exactly_rpm(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    secret = create_key(db, "alice", "--rpm", "10")
+    with ExitStack() as stack:
+        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        urls = [proxies[n % 3].url for n in range(90)]
+        statuses = [r.status_code for r in post_all(urls, secret, {"model": SCOUT, "messages": HI})]
+    assert (statuses.count(200), statuses.count(429)) == (10, 80)
+    assert len(fake.chat_requests()) == 10
+
+
+def test_a_cached_answer_from_one_replica_is_a_hit_on_another(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    secret = create_key(db, "alice")
+    body = {"model": SCOUT, "messages": HI, "temperature": 0}
+    with ExitStack() as stack:
+        one, other = start_replicas(stack, 2, fake_server, db, redis_url)
+        first = httpx.post(f"{one.url}{CHAT}", json=body, headers=bearer(secret))
+        second = httpx.post(f"{other.url}{CHAT}", json=body, headers=bearer(secret))
+    assert first.headers["x-cache"] == "MISS" and second.headers["x-cache"] == "HIT"
+    assert second.json()["choices"] == first.json()["choices"]
+    assert len(fake.chat_requests()) == 1
+
+
+def test_a_model_cooled_by_a_429_through_one_replica_is_skipped_by_the_other(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    secret = create_key(db, "alice")
+    fake.script(SCOUT, provider_429(SCOUT))  # once; then it answers again
+    body = {"model": SCOUT, "messages": HI}
+    with ExitStack() as stack:
+        one, other = start_replicas(stack, 2, fake_server, db, redis_url, max_wait=0)
+        assert httpx.post(f"{one.url}{CHAT}", json=body, headers=bearer(secret)).status_code == 429
+        cooled = httpx.post(f"{other.url}{CHAT}", json=body, headers=bearer(secret))
+    assert cooled.status_code == 429
+    assert len(fake.chat_requests()) == 1  # the other replica knew, and did not ask
+
+
+def test_the_redis_password_never_shows_in_readyz(
+    db: Path, fake_server: LiveServer, redis_url: str
+):
+    with LiveServer(
+        create_app(make_settings(fake_server.url, db_path=db, redis_url=redis_url))
+    ) as proxy:
+        ready = httpx.get(f"{proxy.url}/readyz")
+    assert ready.status_code == 200
+    assert PASSWORD not in ready.text
+
+
+def test_the_status_snapshot_counts_the_replicas_alive_by_their_heartbeats(
+    db: Path, fake_server: LiveServer, redis_url: str
+):
+    """Each replica registers at start-up and renews every second; a stopped one stops
+    counting within 5 s of its last heartbeat (DESIGN §12)."""
+
+    def replicas(url: str) -> Any:
+        snapshot = httpx.get(f"{url}/status/snapshot", timeout=5)
+        return snapshot.json()["replicas"]
+
+    with ExitStack() as stack:
+        one, *_ = start_replicas(stack, 3, fake_server, db, redis_url)
+        poll_until(lambda: replicas(one.url) == {"alive": 3}, 3)
+        with ExitStack() as later:
+            start_replicas(later, 1, fake_server, db, redis_url)
+            poll_until(lambda: replicas(one.url)["alive"] == 4, 3)
+        poll_until(lambda: replicas(one.url)["alive"] == 3, 7)
+
+
+def poll_until(predicate: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
