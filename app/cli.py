@@ -18,11 +18,10 @@ from typing import Any
 import orjson
 
 from app import __version__
-from app.config import ConfigError, Settings, load_settings
-from app.errors import ProxyError, UpstreamRejected
+from app.config import Settings, load_settings
+from app.errors import ConfigError, DatabaseError, ProxyError, UpstreamRejected
 from app.team.commands import add_commands
 from app.team.database import keys_exist
-from app.team.db import DatabaseError
 from app.upstream.client import OpenRouterClient
 
 # Seconds open requests may run on after SIGTERM; streams still open then end cleanly.

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from app.config_toml import TomlSource, read_toml
+from app.errors import ConfigError
 
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -168,16 +169,12 @@ class Settings(BaseSettings):
     @field_validator("openrouter_api_key", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("admin_key", "redis_url", "database_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_format", "log_level", "cache", "cache_scope", "redis_fail", mode="before")
     @classmethod
@@ -259,24 +256,6 @@ class Settings(BaseSettings):
         return self.openrouter_api_key.get_secret_value() if self.openrouter_api_key else None
 
 
-class ConfigError(Exception):
-    """A setting is invalid; the message is the one line printed at start-up."""
-
-
-class _DictSource(PydanticBaseSettingsSource):
-    """The TOML file's values, ranked below the environment and `.env`."""
-
-    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = values
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
-
-
 def env_name(field_name: str) -> str:
     """The environment name users know a field by (`max_wait` -> `PROXY_MAX_WAIT`)."""
     info = Settings.model_fields.get(field_name)
@@ -286,24 +265,9 @@ def env_name(field_name: str) -> str:
     return field_name
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(Settings.model_fields))
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown setting '{unknown[0]}'")
-    return data
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once; raise ConfigError with a one-line reason when invalid."""
-    toml_values = _read_toml(config_file) if config_file else {}
+    toml_values = read_toml(config_file, Settings.model_fields) if config_file else {}
 
     class _Loaded(Settings):
         @classmethod
@@ -315,7 +279,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, dotenv_settings, _DictSource(cls, toml_values))
+            return (init_settings, env_settings, dotenv_settings, TomlSource(cls, toml_values))
 
     try:
         return _Loaded(**{k: v for k, v in overrides.items() if v is not None})

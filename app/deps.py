@@ -11,21 +11,21 @@ from fastapi import Depends, Request
 
 from app.cache.step import ResponseCache
 from app.config import Settings
+from app.descriptors import Descriptors
 from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.routing.cooldowns import CooldownStore
-from app.server.descriptors import Descriptors
-from app.server.shutdown import OpenStreams
 from app.status.activity import Activity
-from app.status.snapshot import StatusBoard
+from app.status.board import StatusBoard
 from app.team.auth import Caller
 from app.team.budget import BudgetStore
 from app.team.database import Database
 from app.team.gate import Gate
 from app.upstream.client import OpenRouterClient
 from app.upstream.counting import TokenCounter
+from app.upstream.streams import OpenStreams
 
 if TYPE_CHECKING:
     from app.shared.failover import Failover
@@ -46,10 +46,10 @@ class Services:
     cache: ResponseCache
     metrics: Metrics
     counter: TokenCounter  # answers count_tokens; remembers whether OpenRouter serves it
+    status: StatusBoard[Services]  # the one snapshot, DESIGN §13
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
     descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
     activity: Activity = field(default_factory=Activity)  # what the status page shows
-    status: StatusBoard = field(default_factory=StatusBoard)  # the one snapshot, DESIGN §13
     failover: Failover | None = None  # Redis or memory (DESIGN §12); None without Redis
 
     async def aclose(self) -> None:

@@ -13,24 +13,26 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, health, models
 from app.api.metrics import router as metrics_router
+from app.api.render import install_error_handlers
 from app.api.routes import add_inference_routes, inference_lanes
 from app.cache.flight import Flights
 from app.cache.step import ResponseCache
 from app.config import Settings, load_settings
 from app.deps import Services
-from app.errors import install_error_handlers
+from app.descriptors import Descriptors
 from app.metrics import Metrics
 from app.routing.attempts import Attempts
 from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
-from app.server.descriptors import Descriptors
-from app.state import build_stores
+from app.state import Stores, build_stores
 from app.status.activity import Activity, Recorders
+from app.status.board import StatusBoard
 from app.status.routes import StatusAccess
 from app.status.routes import router as status_router
 from app.status.sessions import LoginLimiter
+from app.status.snapshot import assemble
 from app.team.budget import BudgetStore, refresh
 from app.team.database import Database, open_team
 from app.team.fair_share import ACTIVE_SECONDS
@@ -53,7 +55,50 @@ def create_app(
     """Build the app. `transport` replaces the upstream network, `clock` the wall clock
     (epoch seconds) used for cooldowns and the catalogue's freshness."""
     settings = settings or load_settings()
-    clock = clock or time.time
+    services, stores = _services(settings, transport, clock or time.time)
+    quotas, budget, now = stores.quotas, stores.budget, services.clock
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.team.start()
+        await stores.start()
+        await _seed(services.team, quotas, budget, now())
+        following = _follow_free_allowance(services)
+        yield
+        if following is not None:
+            following.cancel()
+        await services.aclose()
+        await stores.aclose()
+
+    app = ProxyApp(
+        title="openrouter-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    add_inference_routes(app)
+    app.lanes = inference_lanes()
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(metrics_router)
+    app.include_router(admin.router)
+    app.include_router(status_router)
+    app.state.status_access = StatusAccess(stores.sessions, LoginLimiter())
+    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
+    return app
+
+
+def _services(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Callable[[], float],
+) -> tuple[Services, Stores]:
+    """Every service a request reaches, and the shared stores (memory, or Redis) the
+    lifespan starts, seeds and closes."""
     descriptors = Descriptors()
     upstream = OpenRouterClient(
         settings,
@@ -89,43 +134,12 @@ def create_app(
         cache=cache,
         metrics=metrics,
         counter=TokenCounter(upstream, asks=settings.upstream_key is not None),
+        status=StatusBoard(assemble),
         descriptors=descriptors,
         activity=activity,
         failover=stores.failover,
     )
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await services.team.start()
-        await stores.start()
-        await _seed(services.team, quotas, budget, clock())
-        following = _follow_free_allowance(services)
-        yield
-        if following is not None:
-            following.cancel()
-        await services.aclose()
-        await stores.aclose()
-
-    app = ProxyApp(
-        title="openrouter-proxy",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.services = services
-    install_error_handlers(app)
-    add_inference_routes(app)
-    app.lanes = inference_lanes()
-    app.include_router(models.router)
-    app.include_router(health.router)
-    app.include_router(metrics_router)
-    app.include_router(admin.router)
-    app.include_router(status_router)
-    app.state.status_access = StatusAccess(stores.sessions, LoginLimiter())
-    app.add_middleware(BrowserGuard, settings=settings)  # before everything else
-    return app
+    return services, stores
 
 
 async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:

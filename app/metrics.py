@@ -16,20 +16,14 @@ queue) are read at scrape time by `scrape`, never kept in step on the hot path.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-
-from app.errors import UpstreamError
-
-if TYPE_CHECKING:
-    from app.deps import Services
 
 PREFIX: Final = "openrouter_proxy_"
 OTHER: Final = "other"  # a model id the catalogue does not list
@@ -50,7 +44,7 @@ OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
 
 
 @dataclass(slots=True)
-class _Scraped:
+class Scraped:
     """Values read at scrape time from the stores that own them."""
 
     cooling: int = 0
@@ -111,7 +105,7 @@ class Metrics:
             ("key", "limit"),
             registry=registry,
         )
-        self._scraped = _Scraped()
+        self._scraped = Scraped()
         registry.register(_ScrapedCollector(self))
         self._request_children: dict[tuple[str, int, str, str], Any] = {}
         self._attempt_children: dict[tuple[str, str], Any] = {}
@@ -202,39 +196,26 @@ class Metrics:
     def quota_rejected(self, key_name: str, limit: str) -> None:
         self._quota.labels(key_name, limit).inc()
 
-    async def scrape(self, services: Services) -> bytes:
-        """The Prometheus text: the stores' state is read now (some reads are async), then
-        rendered with no await in between, so the text is one consistent moment."""
-        scraped = _Scraped()
-        now = services.clock()
-        if self._pending_requests or self._pending_attempts:
-            with contextlib.suppress(UpstreamError):  # still unknown: they wait on
-                await services.catalogue.models()
+    @property
+    def waiting(self) -> bool:
+        """Counts wait for the catalogue to label their models."""
+        return bool(self._pending_requests or self._pending_attempts)
+
+    def settled(self) -> Mapping[str, Any] | None:
+        """The catalogue as last loaded, the waiting counts labelled by it once it is."""
         known = self._known()
         if known is not None:
             self._settle()
-        # Gauges of shared state come from the status snapshot (DESIGN §13).
-        snapshot = await services.status.get(services, current=True)
-        if known is not None:
-            scraped.catalogue_models = len(known)
-            cooling = snapshot["cooling"]
-            scraped.cooling = sum(1 for m, until in cooling.items() if m in known and until > now)
-            scraped.failing = sum(1 for m in snapshot["failing"] if m in known)
-        scraped.free_left = snapshot["free_budget"]["remaining_today"]
-        scraped.free_limit = snapshot["free_budget"]["limit_today"]
-        stats = await services.cache.store.stats()
-        coalesced = services.cache.flights.coalesced
-        scraped.cache = (stats.entries, stats.bytes, stats.hits + coalesced, stats.misses)
-        scraped.usage_queue = services.team.usage.queue_depth
-        scraped.usage_dropped = services.team.usage.dropped
-        if services.failover is not None:
-            scraped.redis_up = int(services.failover.up)
+        return known
+
+    def render(self, scraped: Scraped) -> bytes:
+        """The Prometheus text, with the stores' state as `scraped` read it just now."""
         self._scraped = scraped
         return generate_latest(self.registry)
 
 
 class _ScrapedCollector(Collector):
-    """Renders the values `Metrics.scrape` just read."""
+    """Renders the values the last scrape read (`Metrics.render`)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics

@@ -12,12 +12,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.rewrite import rewrite
-from app.upstream.sse import Kind
+from app.sse import Kind
 
 if TYPE_CHECKING:
     from starlette.responses import Response
 
     from app.errors import ProxyError, UpstreamError
+
+
+@dataclass(frozen=True, slots=True)
+class Keeping:
+    """How the response cache keeps and replays one API's answers (DESIGN §8)."""
+
+    # Streams are kept byte for byte and replayed only in the mode stored, complete at
+    # this event `type`; None: a stream is folded into one JSON answer served in either mode.
+    completed_event: str | None = None
+    legacy_chunks: bool = False  # folded answers are `text_completion`s (legacy completions)
+    deterministic: bool = False  # cacheable whatever sampling is asked (embeddings)
+
 
 # Fields the proxy walks itself and never forwards (DESIGN §5): `models` everywhere, and
 # Anthropic's `fallbacks`, which OpenRouter maps onto `models` (openrouter-api.md §12.1).
@@ -52,6 +64,7 @@ class Dialect(Protocol):
     upstream_path: str  # under OPENROUTER_BASE_URL
     falls_back: bool  # may another model answer? (never for embeddings)
     terminator: bytes  # what ends a stream for this API's clients (`data: [DONE]`, or none)
+    keeping: Keeping  # how the response cache keeps and replays its answers
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         """Validate the body (InvalidRequest on a mistake) and say what the stages need."""
@@ -64,6 +77,10 @@ class Dialect(Protocol):
 
     def finished(self, data: dict[str, Any]) -> bool:
         """This stream event says the answer is complete (a real finish)."""
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        """A non-stream answer (a JSON object without an error) is clean and complete:
+        a later identical request may be served the same bytes (DESIGN §8)."""
 
     def usage(self, data: dict[str, Any]) -> Usage | None:
         """Usage carried by a non-stream body or by one stream event, if any."""

@@ -14,16 +14,16 @@ from app.shared.budget import RedisBudget
 from app.shared.cache import RedisCache
 from app.shared.connection import Shared
 from app.shared.cooldowns import RedisCooldowns
-from app.shared.failover import (
-    Failover,
+from app.shared.failover import Failover
+from app.shared.quotas import RedisQuotas
+from app.shared.sessions import RedisSessions
+from app.shared.twins import (
     FailoverBudget,
     FailoverCache,
     FailoverCooldowns,
     FailoverQuotas,
     FailoverSessions,
 )
-from app.shared.quotas import RedisQuotas
-from app.shared.sessions import RedisSessions
 from app.status.sessions import MemorySessions, SessionStore
 from app.team.budget import BudgetStore, MemoryBudget
 from app.team.quotas import MemoryQuotas, QuotaStore

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
+from app.api.routes import INFERENCE
 from app.cache.key import cache_key, eligibility, scope_for
+
+DIALECTS = {dialect.name: dialect for dialect in INFERENCE.values()}
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 BODY: dict[str, Any] = {
@@ -18,7 +21,7 @@ BODY: dict[str, Any] = {
 
 
 def key(body: dict[str, Any], route: str = "chat", model: str = "free", scope: str = "global"):
-    return cache_key(route, body, model, scope)
+    return cache_key(DIALECTS[route], body, model, scope)
 
 
 def test_object_key_order_does_not_matter_at_any_depth():
@@ -112,5 +115,5 @@ def test_integers_beyond_64_bits_still_give_a_key():
     ],
 )
 def test_eligibility(mode, route, body, header, expected):
-    got = eligibility(mode, route, body, header)
+    got = eligibility(mode, DIALECTS[route], body, header)
     assert (got.lookup, got.store, got.status) == expected

@@ -20,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.cache.replay import StreamAssembler, StreamRecorder, completion_to_sse, render_hit
-from app.cache.storable import is_storable, is_storable_completion
+from app.api.routes import INFERENCE
+from app.cache.recorder import StreamRecorder
+from app.cache.replay import StreamAssembler, completion_to_sse, render_hit
+from app.cache.storable import is_storable
 from app.cache.store import Entry
-from app.upstream.sse import DONE_EVENT, EventSplitter, split_events
+from app.sse import DONE_EVENT, EventSplitter, split_events
 from tests.fake_openrouter import (
     DEFAULT_CONTENT,
     FAKE_KEY,
@@ -90,6 +92,8 @@ LEGACY = {
     "usage": USAGE,
 }
 
+DIALECTS = {dialect.name: dialect for dialect in INFERENCE.values()}
+
 
 class Bytes:
     """A tiny upstream stand-in: answers every POST with the bytes and type under test."""
@@ -153,7 +157,7 @@ def sdk_parse(served: tuple[Bytes, OpenAI], body: bytes) -> Any:
 
 
 def test_a_stored_answer_streams_the_same_content_reasoning_and_finish(served):
-    got = sdk_stream(served, completion_to_sse(orjson.dumps(CHAT), "chat"))
+    got = sdk_stream(served, completion_to_sse(orjson.dumps(CHAT), DIALECTS["chat"]))
     message = CHAT["choices"][0]["message"]
     assert got["content"] == message["content"]
     assert got["reasoning"] == message["reasoning"]
@@ -162,7 +166,7 @@ def test_a_stored_answer_streams_the_same_content_reasoning_and_finish(served):
 
 
 def test_stored_tool_calls_stream_as_indexed_deltas_the_sdk_merges(served):
-    got = sdk_stream(served, completion_to_sse(orjson.dumps(TOOLS), "chat"))
+    got = sdk_stream(served, completion_to_sse(orjson.dumps(TOOLS), DIALECTS["chat"]))
     expected = [
         {"id": c["id"], **c["function"]} for c in TOOLS["choices"][0]["message"]["tool_calls"]
     ]
@@ -172,8 +176,8 @@ def test_stored_tool_calls_stream_as_indexed_deltas_the_sdk_merges(served):
 
 
 def test_the_usage_chunk_is_sent_only_when_the_request_asked_for_it(served):
-    without = completion_to_sse(orjson.dumps(CHAT), "chat")
-    with_usage = completion_to_sse(orjson.dumps(CHAT), "chat", include_usage=True)
+    without = completion_to_sse(orjson.dumps(CHAT), DIALECTS["chat"])
+    with_usage = completion_to_sse(orjson.dumps(CHAT), DIALECTS["chat"], include_usage=True)
     assert sdk_stream(served, without)["usage"] is None
     assert sdk_stream(served, with_usage)["usage"] == USAGE
     last_data = with_usage.split(b"\n\n")[-3]
@@ -183,7 +187,9 @@ def test_the_usage_chunk_is_sent_only_when_the_request_asked_for_it(served):
 
 def test_a_stored_legacy_completion_streams_as_text_completion_chunks(served):
     tiny, sdk = served
-    tiny.serve(completion_to_sse(orjson.dumps(LEGACY), "completions", True), "text/event-stream")
+    tiny.serve(
+        completion_to_sse(orjson.dumps(LEGACY), DIALECTS["completions"], True), "text/event-stream"
+    )
     chunks = list(sdk.completions.create(model=SCOUT, prompt="Once", stream=True))
     text = "".join(c.text for chunk in chunks for c in chunk.choices)
     assert text == "Once upon a time"
@@ -214,7 +220,7 @@ def relay(fake_server: LiveServer, route: str = "chat/completions") -> list[byte
 
 
 def assemble(events: list[bytes], route: str = "chat") -> bytes | None:
-    assembler = StreamAssembler(route)
+    assembler = StreamAssembler(DIALECTS[route])
     for event in events:
         assembler.feed(event)
     return assembler.result()
@@ -225,7 +231,7 @@ def test_a_relayed_stream_folds_into_an_answer_the_sdk_parses_the_same(
 ):
     fake.script(SCOUT, Reply(content="one two three four", chunks=4, reasoning="thinking hard"))
     assembled = assemble(relay(fake_server))
-    assert assembled is not None and is_storable_completion(assembled)
+    assert assembled is not None and is_storable(DIALECTS["chat"], assembled)
     answer = sdk_parse(served, assembled)
     assert answer.choices[0].message.content == "one two three four"
     assert answer.choices[0].message.reasoning == "thinking hard"  # type: ignore[attr-defined]
@@ -241,7 +247,7 @@ def test_assembled_and_replayed_again_streams_the_same_content(
     fake.script(SCOUT, Reply(content="alpha beta gamma", chunks=3))
     assembled = assemble(relay(fake_server))
     assert assembled is not None
-    got = sdk_stream(served, completion_to_sse(assembled, "chat", include_usage=True))
+    got = sdk_stream(served, completion_to_sse(assembled, DIALECTS["chat"], include_usage=True))
     assert got["content"] == "alpha beta gamma"
     assert got["usage"] == orjson.loads(assembled)["usage"]
 
@@ -301,7 +307,7 @@ def test_tool_call_fragments_merge_by_index_into_the_sdk_shape(served):
         ("call_1", "get_weather", '{"city": "Paris"}'),
         ("call_2", "get_time", '{"tz": "CET"}'),
     ]
-    assert sdk_stream(served, completion_to_sse(assembled, "chat"))["tool_calls"] == [
+    assert sdk_stream(served, completion_to_sse(assembled, DIALECTS["chat"]))["tool_calls"] == [
         {"id": i, "name": n, "arguments": a} for i, n, a in got
     ]
 
@@ -325,7 +331,7 @@ def test_legacy_completion_chunks_fold_into_a_text_completion():
 
 
 def test_the_assembler_gives_up_past_its_limit():
-    assembler = StreamAssembler("chat", limit=100)
+    assembler = StreamAssembler(DIALECTS["chat"], limit=100)
     for _ in range(5):
         assembler.feed(chunk({"content": "x" * 50}))
     assembler.feed(chunk({}, "stop"))
@@ -358,7 +364,7 @@ MESSAGES = [
 
 
 def record(route: str, events: list[bytes]) -> bytes | None:
-    recorder = StreamRecorder(route)
+    recorder = StreamRecorder(DIALECTS[route])
     for event in events:
         recorder.feed(event)
     return recorder.result()
@@ -369,9 +375,9 @@ def test_a_completed_stream_is_kept_byte_for_byte_and_replayed_as_is(route, even
     stored = record(route, events)
     assert stored == b"".join(events)
     entry = Entry(body=stored, stream=True, model=SCOUT, created=0.0)
-    hit = render_hit(entry, route, stream=True, include_usage=False)
+    hit = render_hit(entry, DIALECTS[route], stream=True, include_usage=False)
     assert hit is not None and hit.body == stored and hit.media_type == "text/event-stream"
-    assert render_hit(entry, route, stream=False, include_usage=False) is None
+    assert render_hit(entry, DIALECTS[route], stream=False, include_usage=False) is None
 
 
 @pytest.mark.parametrize(
@@ -398,12 +404,12 @@ def test_a_stream_that_failed_or_stopped_short_is_not_kept(route, events):
 
 def test_chat_hits_serve_both_modes_from_one_stored_answer():
     entry = Entry(body=orjson.dumps(CHAT), stream=False, model=SCOUT, created=0.0)
-    plain = render_hit(entry, "chat", stream=False, include_usage=False)
+    plain = render_hit(entry, DIALECTS["chat"], stream=False, include_usage=False)
     assert plain is not None and plain.body == entry.body
     assert plain.media_type == "application/json"
-    streamed = render_hit(entry, "chat", stream=True, include_usage=True)
+    streamed = render_hit(entry, DIALECTS["chat"], stream=True, include_usage=True)
     assert streamed is not None and streamed.media_type == "text/event-stream"
-    assert streamed.body == completion_to_sse(entry.body, "chat", include_usage=True)
+    assert streamed.body == completion_to_sse(entry.body, DIALECTS["chat"], include_usage=True)
 
 
 # -- which non-stream answers may be stored -----------------------------------------------------
@@ -434,11 +440,13 @@ def test_chat_hits_serve_both_modes_from_one_stored_answer():
     ],
 )
 def test_storable(route, body, storable):
-    assert is_storable(route, orjson.dumps(body)) is storable
+    assert is_storable(DIALECTS[route], orjson.dumps(body)) is storable
 
 
 def test_cut_off_or_whitespace_bodies_are_not_storable():
     whole = orjson.dumps(CHAT)
-    assert is_storable("chat", b"\n \n" + whole)  # OpenRouter's leading keep-alive is fine
-    assert not is_storable("chat", whole[: len(whole) // 2])
-    assert not is_storable("chat", b"\n\n")
+    assert is_storable(
+        DIALECTS["chat"], b"\n \n" + whole
+    )  # OpenRouter's leading keep-alive is fine
+    assert not is_storable(DIALECTS["chat"], whole[: len(whole) // 2])
+    assert not is_storable(DIALECTS["chat"], b"\n\n")

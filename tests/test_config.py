@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, Settings, env_name, load_settings
+from app.config import Settings, env_name, load_settings
+from app.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.upstream.sse import EventSplitter, Kind, classify, event_data, split_events
+from app.sse import EventSplitter, Kind, classify, event_data, split_events
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'
 TEXT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}'

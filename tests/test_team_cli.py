@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from app.cli import main
+from app.errors import DatabaseError
 from app.main import create_app
 from app.team.auth import REFRESH_INTERVAL, KeyRing
 from app.team.database import open_stores
-from app.team.db import DatabaseError, open_database
+from app.team.db import open_database
 from app.team.usage import UsageRecord
 from tests.conftest import make_settings
 from tests.live_server import LiveServer

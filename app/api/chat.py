@@ -20,9 +20,9 @@ from app.api.dialect import (
     without_events,
 )
 from app.errors import InvalidRequest, ProxyError
-from app.request import ParsedRequest, Usage
+from app.request import Keeping, ParsedRequest, Usage
+from app.sse import DONE_EVENT, Kind, classify, text_size
 from app.upstream.answers import check_answer
-from app.upstream.sse import DONE_EVENT, Kind, classify, text_size
 
 FIELDS = {
     "model": STRING,
@@ -53,10 +53,27 @@ def finished_choice(data: dict[str, Any]) -> bool:
     return False
 
 
+def every_choice_finished(answer: dict[str, Any]) -> bool:
+    """Choices present, and every one really finished without an error (DESIGN §8)."""
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("error"):
+            return False
+        if choice.get("finish_reason") in (None, "error"):
+            return False
+    return True
+
+
 class ChatDialect(OpenAIErrors):
     name = "chat"
     upstream_path = "/chat/completions"
     falls_back = True
+    keeping = Keeping()
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        return every_choice_finished(answer)
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'messages'")

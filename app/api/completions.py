@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.chat import FIELDS as CHAT_FIELDS
-from app.api.chat import finished_choice, relayed_without_usage
+from app.api.chat import every_choice_finished, finished_choice, relayed_without_usage
 from app.api.dialect import (
     OpenAIErrors,
     check_types,
@@ -16,9 +16,8 @@ from app.api.dialect import (
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError
-from app.request import ParsedRequest, Usage
-from app.upstream.answers import check_answer
-from app.upstream.sse import (
+from app.request import Keeping, ParsedRequest, Usage
+from app.sse import (
     DONE_EVENT,
     OPTIONAL_OBJECT,
     OPTIONAL_TEXT,
@@ -26,6 +25,7 @@ from app.upstream.sse import (
     decode,
     text_size,
 )
+from app.upstream.answers import check_answer
 
 FIELDS = {**CHAT_FIELDS, "echo": ((bool,), "a boolean"), "suffix": ((str,), "a string")}
 # The fields of a choice that clients read as text.
@@ -36,6 +36,10 @@ class CompletionsDialect(OpenAIErrors):
     name = "completions"
     upstream_path = "/completions"
     falls_back = True
+    keeping = Keeping(legacy_chunks=True)
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        return every_choice_finished(answer)
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'prompt'")

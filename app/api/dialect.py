@@ -10,15 +10,11 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app.errors import (
-    InvalidRequest,
-    ProxyError,
-    UpstreamError,
-    error_response,
-)
+from app.api.render import error_response
+from app.errors import InvalidRequest, ProxyError, UpstreamError
 from app.request import Dialect, Needs, ParsedRequest, Usage
+from app.sse import DONE_EVENT, split_events
 from app.upstream.answers import in_band_rejection
-from app.upstream.sse import DONE_EVENT, split_events
 
 # field -> (accepted JSON types, what to tell the client). bool is excluded from numbers.
 FieldTable = Mapping[str, tuple[tuple[type, ...], str]]

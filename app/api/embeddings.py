@@ -17,9 +17,9 @@ from app.api.dialect import (
     openai_usage,
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken
-from app.request import ParsedRequest, Usage
+from app.request import Keeping, ParsedRequest, Usage
+from app.sse import Kind
 from app.upstream.answers import parse_answer
-from app.upstream.sse import Kind
 
 FIELDS = {
     "model": STRING,
@@ -34,6 +34,11 @@ class EmbeddingsDialect(OpenAIErrors):
     name = "embeddings"
     upstream_path = "/embeddings"
     falls_back = False
+    keeping = Keeping(deterministic=True)
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        data = answer.get("data")
+        return isinstance(data, list) and bool(data)  # a 200 without vectors is a failure
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'model' and 'input'")

@@ -33,9 +33,9 @@ from app.errors import (
     UpstreamError,
     UpstreamRejected,
 )
-from app.request import ParsedRequest, Usage
+from app.request import Keeping, ParsedRequest, Usage
+from app.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 from app.upstream.answers import parse_answer
-from app.upstream.sse import OPTIONAL_OBJECT, OPTIONAL_TEXT, Kind, decode, text_size
 
 FIELDS = {
     "model": STRING,
@@ -88,6 +88,10 @@ class MessagesDialect:
     upstream_path = "/messages"
     falls_back = True
     terminator = b""  # Anthropic streams end at message_stop
+    keeping = Keeping(completed_event="message_stop")
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        return answer.get("type") == "message"
 
     def relayed(self, block: bytes, include_usage: bool) -> bytes:
         """Without OpenRouter's trailing `event: data` / `data: [DONE]`, which Anthropic

@@ -23,9 +23,8 @@ from app.api.dialect import (
     sse_event,
 )
 from app.errors import InvalidRequest, ProxyError, UpstreamBroken, UpstreamRejected
-from app.request import ParsedRequest, Usage
-from app.upstream.answers import parse_answer
-from app.upstream.sse import (
+from app.request import Keeping, ParsedRequest, Usage
+from app.sse import (
     DONE_EVENT,
     OPTIONAL_OBJECT,
     Kind,
@@ -33,6 +32,7 @@ from app.upstream.sse import (
     split_events,
     text_size,
 )
+from app.upstream.answers import parse_answer
 
 FIELDS = {
     "model": STRING,
@@ -71,6 +71,10 @@ class ResponsesDialect(OpenAIErrors):
     name = "responses"
     upstream_path = "/responses"
     falls_back = True
+    keeping = Keeping(completed_event="response.completed")
+
+    def storable(self, answer: dict[str, Any]) -> bool:
+        return answer.get("status") == "completed"
 
     def parse(self, raw: bytes, default_model: str) -> ParsedRequest:
         data = load_object(raw, "'input'")

@@ -60,31 +60,7 @@ class Trace:
         if self.answered_ms is None:
             self.answered_ms = latency  # a non-stream answer goes out right after
         spent = self.usage or Usage()
-        hit = self.cache == "HIT"
-        if self.metrics is not None:
-            answered = self.served is not None  # overhead only where something answered
-            self.metrics.request(
-                self.route,
-                status,
-                self.served,
-                self.cache,
-                latency,
-                self.ttft_ms,
-                self.answered_ms - (self.upstream_ms or 0.0) if answered else None,
-            )
-        if self.activity is not None:
-            self.activity.finished(
-                key=self.key,
-                route=self.route,
-                model=self.model,
-                served=self.served,
-                status=status,
-                error=error,
-                latency_ms=latency,
-                overhead_ms=self.answered_ms - (self.upstream_ms or 0.0)
-                if self.served is not None
-                else None,
-            )
+        self._observed(status, error, latency)
         log_request(
             id=self.id,
             key=self.key,
@@ -101,24 +77,47 @@ class Trace:
             error=error,
             ms=int(latency),
         )
-        if not self.recorded:
-            return
-        usage.record(
-            UsageRecord(
-                time=self.arrived,
+        if self.recorded:
+            usage.record(self._record(status, spent, latency))
+
+    def _observed(self, status: int, error: str | None, latency: float) -> None:
+        """The metrics and the status page's activity; overhead only where something
+        answered."""
+        assert self.answered_ms is not None
+        overhead = self.answered_ms - (self.upstream_ms or 0.0) if self.served is not None else None
+        if self.metrics is not None:
+            self.metrics.request(
+                self.route, status, self.served, self.cache, latency, self.ttft_ms, overhead
+            )
+        if self.activity is not None:
+            self.activity.finished(
                 key=self.key,
                 route=self.route,
-                requested_model=self.model,
-                served_model=self.served,
-                attempts=self.attempts,
+                model=self.model,
+                served=self.served,
                 status=status,
-                stream=self.stream,
-                cache=self.cache.lower(),  # type: ignore[arg-type]
-                prompt_tokens=0 if hit else spent.prompt_tokens,
-                completion_tokens=0 if hit else spent.completion_tokens,
-                cost=0.0 if hit else spent.cost,
+                error=error,
                 latency_ms=latency,
-                ttft_ms=self.ttft_ms,
-                estimated=spent.estimated and not hit,
+                overhead_ms=overhead,
             )
+
+    def _record(self, status: int, spent: Usage, latency: float) -> UsageRecord:
+        """The usage record; a cache hit spent no tokens and cost nothing."""
+        hit = self.cache == "HIT"
+        return UsageRecord(
+            time=self.arrived,
+            key=self.key,
+            route=self.route,
+            requested_model=self.model,
+            served_model=self.served,
+            attempts=self.attempts,
+            status=status,
+            stream=self.stream,
+            cache=self.cache.lower(),  # type: ignore[arg-type]
+            prompt_tokens=0 if hit else spent.prompt_tokens,
+            completion_tokens=0 if hit else spent.completion_tokens,
+            cost=0.0 if hit else spent.cost,
+            latency_ms=latency,
+            ttft_ms=self.ttft_ms,
+            estimated=spent.estimated and not hit,
         )

@@ -18,14 +18,13 @@ from typing import Any, Literal
 
 import orjson
 
-Route = Literal["chat", "responses", "messages", "embeddings", "completions"]
+from app.request import Dialect
+
 Mode = Literal["off", "deterministic", "all"]
 XCache = Literal["HIT", "MISS", "BYPASS"]
 
 # Fields that change how an answer is delivered or who asked, never what it says.
 _NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "model"})
-# Routes whose hits are replayed only in the mode they were stored (DESIGN §8).
-_MODE_IN_KEY = frozenset({"responses", "messages"})
 # Bump when the encoding changes, so a shared (Redis) cache never mixes two formats.
 _KEY_VERSION = "v1"
 
@@ -37,11 +36,13 @@ def scope_for(cache_scope: str, key_name: str | None) -> str:
     return f"key:{key_name or ''}"
 
 
-def cache_key(route: str, body: dict[str, Any], requested_model: str, scope: str) -> str:
-    """sha256 hex of the canonical request; equal for requests that must share an answer."""
+def cache_key(dialect: Dialect, body: dict[str, Any], requested_model: str, scope: str) -> str:
+    """sha256 hex of the canonical request; equal for requests that must share an answer.
+    An API whose streams are kept as sent is replayed only in the mode stored (DESIGN §8),
+    so the mode is in its key."""
     fields = {name: value for name, value in body.items() if name not in _NOT_IN_KEY}
-    parts: list[Any] = [_KEY_VERSION, route, requested_model, scope, fields]
-    if route in _MODE_IN_KEY:
+    parts: list[Any] = [_KEY_VERSION, dialect.name, requested_model, scope, fields]
+    if dialect.keeping.completed_event is not None:
         parts.append(bool(body.get("stream")))
     try:
         canonical = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
@@ -66,15 +67,15 @@ _STORE_ONLY = Eligibility(lookup=False, store=True, status="MISS")
 
 
 def eligibility(
-    mode: Mode, route: str, body: dict[str, Any], cache_control: str | None
+    mode: Mode, dialect: Dialect, body: dict[str, Any], cache_control: str | None
 ) -> Eligibility:
     """DESIGN §4/§8: `off` is off for every route, embeddings included (the operator said so);
-    otherwise embeddings always qualify (deterministic), `all` takes everything, and
+    otherwise a deterministic API (embeddings) always qualifies, `all` takes everything, and
     `deterministic` needs `temperature` 0 or a `seed` (the same fields on every route).
     `Cache-Control: no-store` bypasses; `no-cache` skips the lookup but stores."""
     if mode == "off":
         return BYPASS
-    if mode == "deterministic" and route != "embeddings" and not is_deterministic(body):
+    if mode == "deterministic" and not dialect.keeping.deterministic and not is_deterministic(body):
         return BYPASS
     directives = _directives(cache_control)
     if "no-store" in directives:

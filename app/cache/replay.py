@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from app.cache.store import Entry
-from app.upstream.sse import DONE_EVENT, Kind, classify, decode
+from app.request import Dialect
+from app.sse import DONE_EVENT, Kind, classify
 
 _MESSAGE_EXTRAS = ("refusal", "reasoning", "reasoning_details")  # replayed as their own deltas
 
@@ -27,13 +28,14 @@ class Replay:
     media_type: str
 
 
-def render_hit(entry: Entry, route: str, stream: bool, include_usage: bool) -> Replay | None:
+def render_hit(entry: Entry, dialect: Dialect, stream: bool, include_usage: bool) -> Replay | None:
     """The stored answer as this request wants it; None if it cannot be (serve as a miss)."""
-    if route in ("chat", "completions"):
+    if dialect.keeping.completed_event is None:
         if entry.stream:
-            return None  # chat entries are stored as JSON; a raw stream here is a bug upstream
+            return None  # folded entries are stored as JSON; a raw stream here is a bug
         if stream:
-            return Replay(completion_to_sse(entry.body, route, include_usage), "text/event-stream")
+            body = completion_to_sse(entry.body, dialect, include_usage)
+            return Replay(body, "text/event-stream")
         return Replay(entry.body, "application/json")
     if entry.stream != stream:
         return None  # Responses/Messages replay only in the stored mode (the key holds it)
@@ -47,7 +49,7 @@ def replay_stored_stream(entry: Entry) -> bytes:
     return entry.body
 
 
-def completion_to_sse(body: bytes, route: str, include_usage: bool = False) -> bytes:
+def completion_to_sse(body: bytes, dialect: Dialect, include_usage: bool = False) -> bytes:
     """A stored chat.completion (or text_completion) as the stream OpenAI would have sent.
 
     Per choice: role, reasoning/refusal, content, one delta per tool call (index, id,
@@ -55,7 +57,7 @@ def completion_to_sse(body: bytes, route: str, include_usage: bool = False) -> b
     when the request asked for it with `stream_options.include_usage`.
     """
     answer: dict[str, Any] = orjson.loads(body)
-    legacy = route == "completions"
+    legacy = dialect.keeping.legacy_chunks
     base: dict[str, Any] = {
         k: answer[k] for k in ("id", "created", "model", "provider") if k in answer
     }
@@ -129,8 +131,8 @@ class StreamAssembler:
     finished, or more than `limit` bytes of text (the store would refuse it anyway).
     """
 
-    def __init__(self, route: str, limit: int = 64 * 1024 * 1024) -> None:
-        self.legacy = route == "completions"
+    def __init__(self, dialect: Dialect, limit: int = 64 * 1024 * 1024) -> None:
+        self.legacy = dialect.keeping.legacy_chunks
         self.limit = limit
         self.failed = False
         self._size = 0
@@ -255,55 +257,3 @@ def _merge_tool_call(tools: dict[int, dict[str, Any]], delta: Any, position: int
             call["function"]["name"] = function["name"]
     if function.get("arguments"):
         call["function"]["arguments"] += function["arguments"]
-
-
-_TERMINAL = {"responses": "response.completed", "messages": "message_stop"}
-_FAILED = frozenset({"response.failed", "response.incomplete", "error"})
-_MARKERS = (b"response.completed", b"message_stop", b"response.failed", b"response.inc", b"error")
-
-
-class StreamRecorder:
-    """Keeps a relayed Responses/Messages stream byte for byte, and says if it completed.
-
-    Complete: Responses saw `response.completed`, Messages `message_stop`, and neither an
-    error (`response.failed`, `response.incomplete`, an `error` event). None past `limit`.
-    """
-
-    def __init__(self, route: str, limit: int = 64 * 1024 * 1024) -> None:
-        self._terminal = _TERMINAL.get(route, "response.completed")
-        self.limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-        self.complete = False
-        self.failed = False
-
-    def feed(self, event: bytes) -> None:
-        """One relayed SSE event, whole (as `app.upstream.sse.split_events` cuts them)."""
-        if self.failed:
-            return
-        self._size += len(event)
-        if self._size > self.limit:
-            self.failed, self._parts = True, []
-            return
-        self._parts.append(event)
-        if any(marker in event for marker in _MARKERS):  # parse only what may end the stream
-            kind = _event_type(event)
-            if kind in _FAILED:
-                self.failed = True
-            elif kind == self._terminal:
-                self.complete = True
-
-    def result(self) -> bytes | None:
-        """The stream to store, or None when it did not complete cleanly."""
-        if self.failed or not self.complete:
-            return None
-        return b"".join(self._parts)
-
-
-def _event_type(event: bytes) -> str | None:
-    """The JSON `type` of an event's data (Responses and Messages both carry one)."""
-    kind, chunk = decode(event)
-    if kind is Kind.ERROR:
-        return "error"
-    value = chunk.get("type") if chunk is not None else None
-    return value if isinstance(value, str) else None

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from app.cache.flight import Flights, Lease
 from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
-from app.cache.replay import Replay, StreamAssembler, StreamRecorder, render_hit
+from app.cache.recorder import StreamRecorder
+from app.cache.replay import Replay, StreamAssembler, render_hit
 from app.cache.storable import is_storable
 from app.cache.store import CacheStore, Entry
 from app.config import Settings
 from app.errors import ProxyError, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest
-from app.upstream.sse import split_events
+from app.sse import split_events
 
 
 @dataclass(slots=True)
@@ -79,7 +80,7 @@ class ResponseCache:
     def status(self, parsed: ParsedRequest, cache_control: str | None) -> CacheUse:
         """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
         it may not use) still says whether it was eligible, MISS or BYPASS (DESIGN §4)."""
-        allowed = eligibility(self._mode, parsed.dialect.name, parsed.data, cache_control)
+        allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
         return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
 
     async def lookup(
@@ -99,11 +100,11 @@ class ResponseCache:
         Following an identical request in flight, it waits at most `wait` seconds (what
         its own walk could take, DESIGN §12) and raises that request's error if it failed.
         """
-        route = parsed.dialect.name
-        allowed = eligibility(self._mode, route, parsed.data, cache_control)
+        dialect = parsed.dialect
+        allowed = eligibility(self._mode, dialect, parsed.data, cache_control)
         if allowed is BYPASS:
             return NOT_USED
-        key = cache_key(route, parsed.data, parsed.model, scope_for(self._scope, caller))
+        key = cache_key(dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
         use = CacheUse(
             status=allowed.status, key=key, store=allowed.store, private=self._scope == "key"
         )
@@ -119,11 +120,11 @@ class ResponseCache:
                 use.status, use.hit, use.entry = "HIT", hit, entry
                 return use
         if use.store and parsed.stream:
-            use.dialect = parsed.dialect
+            use.dialect = dialect
             use.recorder = (
-                StreamAssembler(route)
-                if route in ("chat", "completions")
-                else StreamRecorder(route)
+                StreamAssembler(dialect)
+                if dialect.keeping.completed_event is None
+                else StreamRecorder(dialect)
             )
         return use
 
@@ -151,9 +152,8 @@ class ResponseCache:
         """Store a clean answer (`body` for a non-stream one; a stream's from its recorder)
         and hand it to the requests waiting on this flight."""
         entry: Entry | None = None
-        route = parsed.dialect.name
         if use.store and use.key is not None:
-            stored, as_stream = self._answer(use, route, body)
+            stored, as_stream = self._answer(use, parsed.dialect, body)
             if stored is not None:
                 entry = Entry(
                     body=stored,
@@ -168,9 +168,9 @@ class ResponseCache:
             use.lease = None
 
     @staticmethod
-    def _answer(use: CacheUse, route: str, body: bytes | None) -> tuple[bytes | None, bool]:
+    def _answer(use: CacheUse, dialect: Dialect, body: bytes | None) -> tuple[bytes | None, bool]:
         if body is not None:
-            return (body if is_storable(route, body) else None), False
+            return (body if is_storable(dialect, body) else None), False
         if use.recorder is None:
             return None, False
         return use.recorder.result(), isinstance(use.recorder, StreamRecorder)
@@ -179,15 +179,16 @@ class ResponseCache:
     def _replay(entry: Entry, parsed: ParsedRequest) -> Replay | None:
         options = parsed.data.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return render_hit(entry, parsed.dialect.name, parsed.stream, include_usage)
+        return render_hit(entry, parsed.dialect, parsed.stream, include_usage)
 
 
 def _for_follower(error: ProxyError) -> ProxyError:
     """A copy of a leader's error for one follower to answer: its own headers (each request
-    adds its own id and limits to them), without the leader's X-Proxy-Attempts: the
-    follower made no attempt. The exception's own copy protocol would call `__init__`,
-    whose arguments differ between the classes."""
+    adds its own id and limits to them), without the leader's attempts: the follower
+    made none. The exception's own copy protocol would call `__init__`, whose arguments
+    differ between the classes."""
     copied = type(error).__new__(type(error), *error.args)
     copied.__dict__.update(error.__dict__)
-    copied.headers = {k: v for k, v in error.headers.items() if k != "X-Proxy-Attempts"}
+    copied.headers = dict(error.headers)
+    copied.attempts = 0
     return copied

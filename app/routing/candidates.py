@@ -8,9 +8,10 @@ that model; a chain keyed by an alias (`fast`) stands in its place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from app.config import Settings
+from app.free_tier import is_free_variant
 from app.request import Needs, ParsedRequest
 from app.routing.catalogue import Catalogue, ModelInfo
 from app.routing.cooldowns import CooldownStore
@@ -97,3 +98,26 @@ def _fits(model: ModelInfo, needs: Needs | None) -> bool:
         return False
     context = model.context_length
     return context is None or needs.tokens <= context
+
+
+def longer_context(models: Mapping[str, ModelInfo], model: str, among: Sequence[str]) -> list[str]:
+    """The models in `among` that fit an input too long for `model`: a known context
+    longer than `model`'s, by the same fit rule as the `free` pool."""
+    info = models.get(model)
+    limit = info.context_length if info is not None else None
+    if limit is None:
+        return []
+    needs = Needs(tokens=limit + 1)
+    return [
+        name
+        for name in among
+        if (other := models.get(name)) is not None
+        and other.context_length is not None
+        and _fits(other, needs)
+    ]
+
+
+def zero_priced(models: Mapping[str, ModelInfo] | None, model: str) -> bool:
+    """Costs nothing: by the catalogue's prices, or by its `:free` id when unknown."""
+    info = models.get(model) if models is not None else None
+    return info.is_free if info is not None else is_free_variant(model)

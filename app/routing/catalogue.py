@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import TTLCache
 
 from app.errors import UpstreamBroken, UpstreamError
-from app.upstream.client import OpenRouterClient
 
 FRESH_SECONDS = 300
 # OpenRouter's own routers: they route elsewhere, so they never join the proxy's pools.
@@ -72,8 +71,14 @@ class ModelInfo:
         return (_price(pricing.get("prompt")) or 0.0) + (_price(pricing.get("completion")) or 0.0)
 
 
+class Source(Protocol):
+    """Where the catalogue is read from: OpenRouter's `GET /models` (the upstream client)."""
+
+    async def get_json(self, path: str, *, auth: bool) -> Any: ...
+
+
 class Catalogue:
-    def __init__(self, upstream: OpenRouterClient, clock: Callable[[], float]) -> None:
+    def __init__(self, upstream: Source, clock: Callable[[], float]) -> None:
         self._upstream = upstream
         self._fresh: TTLCache[str, dict[str, ModelInfo]] = TTLCache(
             maxsize=1, ttl=FRESH_SECONDS, timer=clock

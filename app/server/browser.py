@@ -25,8 +25,9 @@ import ipaddress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.render import error_response
 from app.config import Settings
-from app.errors import Forbidden, HeadersTooLarge, ProxyError, error_response
+from app.errors import Forbidden, HeadersTooLarge, ProxyError
 
 # Total size of a request's header names and values (DESIGN §5); a few dozen KiB is
 # generous: the largest real headers (cookies, JWTs) stay well below it.

@@ -26,8 +26,8 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.descriptors import Descriptors
 from app.server.browser import MAX_HEADER_BYTES
-from app.server.descriptors import Descriptors
 
 HEAD_TIMEOUT = 30.0
 # How long a refused connection may still send before it is closed.

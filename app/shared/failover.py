@@ -21,23 +21,22 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from redis.exceptions import RedisError
 
-from app.cache.store import CacheStats, CacheStore, Entry, MemoryCache
+from app.cache.store import MemoryCache
 from app.config import Settings
-from app.errors import QuotaExceeded, RedisUnavailable
-from app.routing.cooldowns import CooldownStore, MemoryCooldowns, ModelStates
+from app.errors import RedisUnavailable
+from app.routing.cooldowns import MemoryCooldowns
 from app.shared.budget import RedisBudget
 from app.shared.connection import Shared
-from app.shared.quotas import RedisQuotas, _day_ms
-from app.status.sessions import MemorySessions, Session, SessionStore
-from app.team.budget import BudgetView, MemoryBudget
-from app.team.fair_share import BudgetRefusal
-from app.team.quotas import DAY, Grant, KeyLimits, LimitView, MemoryQuotas
+from app.shared.quotas import _day_ms
+from app.status.sessions import MemorySessions
+from app.team.budget import MemoryBudget
+from app.team.quotas import DAY, KeyLimits, LimitView, MemoryQuotas
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ BEAT_SECONDS = 1.0  # heartbeat and, while Redis is away, probe
 ALIVE_SECONDS = 5.0  # a replica counts as alive this long after its last heartbeat
 # No call may wait longer than this, whatever the socket timeouts do.
 CALL_DEADLINE = 0.5
-_OPEN = ""  # open mode's key (None) as a budget hash field, as RedisBudget writes it
+OPEN_FIELD = ""  # open mode's key (None) as a budget hash field, as RedisBudget writes it
 
 
 @dataclass(slots=True)
@@ -262,210 +261,4 @@ class Failover:
             cut("concurrency", key.concurrency),
             key.models,
             key.paid,
-        )
-
-
-class FailoverQuotas:
-    """`QuotaStore` on Redis, or this replica's share in memory while Redis is away."""
-
-    def __init__(self, failover: Failover, redis: RedisQuotas) -> None:
-        self._f = failover
-        self._redis = redis
-
-    async def admit(self, key: KeyLimits | None, now: float) -> Grant:
-        f = self._f
-        if key is None:
-            return await self._redis.admit(key, now)  # no I/O for a key without limits
-        if f.up:
-            try:
-                async with asyncio.timeout(CALL_DEADLINE):
-                    grant = await self._redis.admit(key, now)
-                f.remember(key.name, now, grant.views)
-                return grant
-            except DOWN as error:
-                f._went_down(error)
-        local = f.local
-        share = f.share(key, now)
-        try:
-            grant = await local.quotas.admit(share, now)
-        except QuotaExceeded as refusal:
-            if share is key:
-                raise
-            raise QuotaExceeded(
-                f"{refusal.message} (Redis at {f.shared.where} is unreachable: this replica "
-                f"may use 1/{f.alive} of what remained of the key's limits until it answers)",
-                retry_after=refusal.retry_after,
-                limit=refusal.limit,
-                key_name=key.name,
-            ) from None
-        counts = local.day_counts.setdefault((key.name, math.floor(now / DAY)), [0, 0])
-        counts[0] += 1
-        return Grant(grant.views, None if grant.lease is None else -grant.lease)
-
-    async def release(self, key: KeyLimits, lease: int) -> None:
-        if lease < 0:  # granted by the twin
-            await self._f.local.quotas.release(key, -lease)
-            return
-        if self._f.up:
-            with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
-                async with asyncio.timeout(CALL_DEADLINE):
-                    await self._redis.release(key, lease)
-
-    async def add_tokens(
-        self, key: KeyLimits | None, tokens: int, now: float | None = None
-    ) -> None:
-        f = self._f
-
-        async def local() -> None:
-            if key is None or key.tpd is None or tokens <= 0:
-                return
-            when = f._clock() if now is None else now
-            await f.local.quotas.add_tokens(f.share(key, when), tokens, when)
-            f.local.day_counts.setdefault((key.name, math.floor(when / DAY)), [0, 0])[1] += tokens
-
-        await f.run(lambda: self._redis.add_tokens(key, tokens, now), local)
-
-    async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
-        await self._f.run(
-            lambda: self._redis.seed(name, requests, tokens, now),
-            lambda: self._f.local.quotas.seed(name, requests, tokens, now),
-        )
-
-    async def snapshot(self, key: KeyLimits | None, now: float) -> dict[str, LimitView | None]:
-        f = self._f
-        return await f.run(
-            lambda: self._redis.snapshot(key, now),
-            lambda: f.local.quotas.snapshot(None if key is None else f.share(key, now), now),
-        )
-
-
-class FailoverBudget:
-    """`BudgetStore` on Redis, or in memory (the twin holds this replica's share)."""
-
-    def __init__(self, failover: Failover, redis: RedisBudget) -> None:
-        self._f = failover
-        self._redis = redis
-
-    async def take(
-        self, key_name: str | None, members: Mapping[str, float], now: float
-    ) -> BudgetRefusal | None:
-        f = self._f
-
-        async def local() -> BudgetRefusal | None:
-            refused = await f.local.budget.take(key_name, members, now)
-            if refused is None:
-                counted = (math.floor(now / DAY), key_name or _OPEN)
-                f.local.free_counts[counted] = f.local.free_counts.get(counted, 0) + 1
-            return refused
-
-        return await f.run(lambda: self._redis.take(key_name, members, now), local)
-
-    async def mark_active(self, key_name: str, now: float) -> None:
-        await self._f.run(
-            lambda: self._redis.mark_active(key_name, now),
-            lambda: self._f.local.budget.mark_active(key_name, now),
-        )
-
-    async def follow(self, limit: int, remaining: int, used: int, now: float) -> None:
-        await self._f.run(
-            lambda: self._redis.follow(limit, remaining, used, now),
-            lambda: self._f.local.budget.follow(limit, remaining, used, now),
-        )
-
-    async def snapshot(
-        self, key_name: str | None, members: Mapping[str, float], now: float
-    ) -> BudgetView:
-        f = self._f
-
-        async def shared() -> BudgetView:
-            view = await self._redis.snapshot(key_name, members, now)
-            f.free_left = view["account_remaining_today"]  # the last view, for an outage
-            return view
-
-        return await f.run(shared, lambda: f.local.budget.snapshot(key_name, members, now))
-
-
-class FailoverCooldowns:
-    """`CooldownStore` on Redis, or this replica's own marks while Redis is away."""
-
-    def __init__(self, failover: Failover, redis: CooldownStore) -> None:
-        self._f = failover
-        self._redis = redis
-
-    async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
-        return await self._f.run(
-            lambda: self._redis.snapshot(models, now),
-            lambda: self._f.local.cooldowns.snapshot(models, now),
-        )
-
-    async def cool(self, model: str, until: float) -> None:
-        await self._f.run(
-            lambda: self._redis.cool(model, until),
-            lambda: self._f.local.cooldowns.cool(model, until),
-        )
-
-    async def cool_free_tier(self, until: float) -> None:
-        await self._f.run(
-            lambda: self._redis.cool_free_tier(until),
-            lambda: self._f.local.cooldowns.cool_free_tier(until),
-        )
-
-    async def mark_failing(self, model: str, until: float) -> None:
-        await self._f.run(
-            lambda: self._redis.mark_failing(model, until),
-            lambda: self._f.local.cooldowns.mark_failing(model, until),
-        )
-
-    async def succeeded(self, model: str, latency: float | None) -> None:
-        await self._f.run(
-            lambda: self._redis.succeeded(model, latency),
-            lambda: self._f.local.cooldowns.succeeded(model, latency),
-        )
-
-    async def failed(self, model: str) -> int:
-        return await self._f.run(
-            lambda: self._redis.failed(model), lambda: self._f.local.cooldowns.failed(model)
-        )
-
-
-class FailoverCache:
-    """`CacheStore` on Redis, or a replica-local cache while Redis is away."""
-
-    def __init__(self, failover: Failover, redis: CacheStore) -> None:
-        self._f = failover
-        self._redis = redis
-
-    async def get(self, key: str) -> Entry | None:
-        return await self._f.run(lambda: self._redis.get(key), lambda: self._f.local.cache.get(key))
-
-    async def put(self, key: str, entry: Entry) -> bool:
-        return await self._f.run(
-            lambda: self._redis.put(key, entry), lambda: self._f.local.cache.put(key, entry)
-        )
-
-    async def stats(self) -> CacheStats:
-        return await self._f.run(self._redis.stats, self._f.local.cache.stats)
-
-
-class FailoverSessions:
-    """`SessionStore` on Redis, or replica-local logins while Redis is away."""
-
-    def __init__(self, failover: Failover, redis: SessionStore) -> None:
-        self._f = failover
-        self._redis = redis
-
-    async def create(self, now: float) -> Session:
-        return await self._f.run(
-            lambda: self._redis.create(now), lambda: self._f.local.sessions.create(now)
-        )
-
-    async def get(self, session_id: str, now: float) -> Session | None:
-        return await self._f.run(
-            lambda: self._redis.get(session_id, now),
-            lambda: self._f.local.sessions.get(session_id, now),
-        )
-
-    async def end(self, session_id: str) -> None:
-        await self._f.run(
-            lambda: self._redis.end(session_id), lambda: self._f.local.sessions.end(session_id)
         )

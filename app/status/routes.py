@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.api.admin import KeyCreate
+from app.api.render import error_response
 from app.deps import Services, is_admin, services_of
-from app.errors import Forbidden, InvalidKey, ProxyError, error_response
+from app.errors import Forbidden, InvalidKey, ProxyError
 from app.status import page
 from app.status.events import snapshots
 from app.status.sessions import COOKIE, SESSION_SECONDS, LoginLimiter, Session, SessionStore

@@ -13,116 +13,116 @@ neither shows a cooldown or a budget one request old.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.errors import DatabaseUnavailable, UpstreamError
+from app.api.admin import usage_report
+from app.api.health import ready_checks
+from app.deps import Services
+from app.errors import DatabaseError, DatabaseUnavailable, UpstreamError
+from app.status.board import Snapshot
 from app.team.auth import Caller
-from app.team.db import DatabaseError
 from app.team.usage import DAY
 
-if TYPE_CHECKING:
-    from app.deps import Services
-
-# Seconds between two assemblies at most (every open page shares one).
-INTERVAL_SECONDS = 1.0
 CHART_DAYS = 14
 # Today's requests by model: the page lists at most this many models.
 MAX_MODELS_SHOWN = 100
 
-Snapshot = dict[str, Any]
-
-
-class StatusBoard:
-    """Holds the latest snapshot; `get` assembles a new one when it is older than the
-    interval (one assembly at a time, the others wait for it)."""
-
-    def __init__(
-        self,
-        interval: float = INTERVAL_SECONDS,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._interval = interval
-        self._monotonic = monotonic
-        self._latest: Snapshot | None = None
-        self._built_at = 0.0
-        self._changes = -1
-        self._lock = asyncio.Lock()
-        self.assemblies = 0  # how many were built (a bound tests and the bench can check)
-
-    def _fresh(self, services: Services, current: bool) -> bool:
-        return (
-            self._latest is not None
-            and self._monotonic() - self._built_at < self._interval
-            and (not current or services.activity.changes == self._changes)
-        )
-
-    def invalidate(self) -> None:
-        """Keys changed: the next reader assembles a new snapshot."""
-        self._latest = None
-
-    async def get(self, services: Services, *, current: bool = False) -> Snapshot:
-        """The snapshot; `current`: not older than this process's last finished request."""
-        if self._fresh(services, current):
-            assert self._latest is not None
-            return self._latest
-        async with self._lock:
-            if not self._fresh(services, current):
-                changes = services.activity.changes
-                self._latest = await assemble(services)
-                self._built_at = self._monotonic()
-                self._changes = changes
-                self.assemblies += 1
-            assert self._latest is not None
-            return self._latest
-
 
 async def assemble(services: Services) -> Snapshot:
     """Read every store once; the result is plain JSON-ready data."""
-    # Imported here: both modules import app.deps, which holds the board.
-    from app.api.admin import usage_report  # GET /v1/usage's own code path
-    from app.api.health import ready_checks  # the same checks as /readyz
-
     now = services.clock()
     team = services.team
-    today = int(now // DAY)
     try:
         rows = await team.usage_store.totals(key=None, days=CHART_DAYS, now=now)
     except (DatabaseUnavailable, DatabaseError):
         rows = []  # the health section names the database; /metrics must still answer
-    days = [time.strftime("%Y-%m-%d", time.gmtime((today - i) * DAY)) for i in range(CHART_DAYS)]
-    days.reverse()
-    column = {day: i for i, day in enumerate(days)}
-    by_key: dict[str, dict[str, list[int]]] = {}
-    by_model: dict[str, dict[str, list[int]]] = {}
-    today_key: dict[str, list[int]] = {}
-    today_model: dict[str, int] = {}
-    today_requests = today_hits = 0
-    for row in rows:
-        i = column.get(row["day"])
-        if i is None:
-            continue
+    daily = _Daily(rows, int(now // DAY))
+    budget = await services.gate.free_budget(None)
+    keys = await _keys(services, daily.today_key, now)
+    models, cooling, failing, catalogue = await _models(services, daily.today_model, now)
+    checks = await ready_checks(services)
+    stats = await services.cache.store.stats()
+    redis = checks.get("redis")
+    requests, hits = daily.today_requests, daily.today_hits
+    return {
+        "generated_at": now,
+        "mode": "open" if team.keyring.open_mode else "keys",
+        "free_budget": {
+            "limit_today": budget["account_limit_today"],
+            "remaining_today": budget["account_remaining_today"],
+            "resets_at": budget["resets_at"],
+        },
+        "keys": keys,
+        "models": models,
+        "cooling": cooling,
+        "failing": sorted(failing),
+        "catalogue_models": len(catalogue),
+        "daily": {"days": daily.days, "by_key": daily.by_key, "by_model": daily.by_model},
+        "cache": {
+            "entries": stats.entries,
+            "bytes": stats.bytes,
+            "hit_rate_today": round(hits / requests, 3) if requests else None,
+        },
+        "overhead_ms": services.activity.overhead_ms(),
+        "replicas": _replicas(services),
+        "health": {
+            "database": checks["database"],
+            "redis": redis if redis is not None else {"ok": None, "detail": "not configured"},
+        },
+        "failures": list(reversed(services.activity.failures)),
+    }
+
+
+class _Daily:
+    """The daily totals of the last CHART_DAYS days, by key and by model, and today's."""
+
+    def __init__(self, rows: list[dict[str, Any]], today: int) -> None:
+        days = [
+            time.strftime("%Y-%m-%d", time.gmtime((today - i) * DAY)) for i in range(CHART_DAYS)
+        ]
+        days.reverse()
+        self.days = days
+        self.by_key: dict[str, dict[str, list[int]]] = {}
+        self.by_model: dict[str, dict[str, list[int]]] = {}
+        self.today_key: dict[str, list[int]] = {}
+        self.today_model: dict[str, int] = {}
+        self.today_requests = self.today_hits = 0
+        column = {day: i for i, day in enumerate(days)}
+        for row in rows:
+            i = column.get(row["day"])
+            if i is not None:
+                self._add(row, i)
+
+    def _add(self, row: dict[str, Any], i: int) -> None:
         tokens = row["prompt_tokens"] + row["completion_tokens"]
-        for table, name in ((by_key, row["key"] or "(open)"), (by_model, row["model"] or "?")):
+        for table, name in (
+            (self.by_key, row["key"] or "(open)"),
+            (self.by_model, row["model"] or "?"),
+        ):
             series = table.setdefault(
                 name, {"requests": [0] * CHART_DAYS, "tokens": [0] * CHART_DAYS}
             )
             series["requests"][i] += row["requests"]
             series["tokens"][i] += tokens
         if i == CHART_DAYS - 1:
-            counts = today_key.setdefault(row["key"] or "(open)", [0, 0])
+            counts = self.today_key.setdefault(row["key"] or "(open)", [0, 0])
             counts[0] += row["requests"]
             counts[1] += tokens
             if row["model"]:
-                today_model[row["model"]] = today_model.get(row["model"], 0) + row["requests"]
-            today_requests += row["requests"]
-            today_hits += row["cache_hits"]
+                model = row["model"]
+                self.today_model[model] = self.today_model.get(model, 0) + row["requests"]
+            self.today_requests += row["requests"]
+            self.today_hits += row["cache_hits"]
 
-    budget = await services.gate.free_budget(None)
+
+async def _keys(
+    services: Services, today_key: dict[str, list[int]], now: float
+) -> list[dict[str, Any]]:
+    """Every key not revoked, with its limits as GET /v1/usage reports them (its own code
+    path) and what it used today."""
     keys = []
-    for key in team.keyring.keys():
+    for key in services.team.keyring.keys():
         if key.revoked is not None:
             continue
         report = await usage_report(Caller(key), services.gate, now)
@@ -140,7 +140,14 @@ async def assemble(services: Services) -> Snapshot:
                 "paid": key.paid,
             }
         )
+    return keys
 
+
+async def _models(
+    services: Services, today_model: dict[str, int], now: float
+) -> tuple[list[dict[str, Any]], dict[str, float], frozenset[str], list[str]]:
+    """The models used today or lately (at most MAX_MODELS_SHOWN), each with its state;
+    the cooling and failing ones of the catalogue; the catalogue's ids."""
     recent = services.activity.models()
     try:
         catalogue = list(await services.catalogue.models())
@@ -165,37 +172,7 @@ async def assemble(services: Services) -> Snapshot:
                 **recent.get(model, {"attempts_15m": 0, "success_rate": None, "p50_ms": None}),
             }
         )
-
-    checks = await ready_checks(services)
-    stats = await services.cache.store.stats()
-    redis = checks.get("redis")
-    return {
-        "generated_at": now,
-        "mode": "open" if team.keyring.open_mode else "keys",
-        "free_budget": {
-            "limit_today": budget["account_limit_today"],
-            "remaining_today": budget["account_remaining_today"],
-            "resets_at": budget["resets_at"],
-        },
-        "keys": keys,
-        "models": models,
-        "cooling": cooling,
-        "failing": sorted(failing),
-        "catalogue_models": len(catalogue),
-        "daily": {"days": days, "by_key": by_key, "by_model": by_model},
-        "cache": {
-            "entries": stats.entries,
-            "bytes": stats.bytes,
-            "hit_rate_today": round(today_hits / today_requests, 3) if today_requests else None,
-        },
-        "overhead_ms": services.activity.overhead_ms(),
-        "replicas": _replicas(services),
-        "health": {
-            "database": checks["database"],
-            "redis": redis if redis is not None else {"ok": None, "detail": "not configured"},
-        },
-        "failures": list(reversed(services.activity.failures)),
-    }
+    return models, cooling, failing, catalogue
 
 
 def _replicas(services: Services) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.errors import ProxyError
-from app.team.db import DatabaseError, describe, open_database
+from app.errors import DatabaseError, ProxyError
+from app.team.db import describe, open_database
 
 CHUNK = 5_000  # records read and written per round trip
 # What is copied, and in which order the rows are read (records by id: their order).

@@ -78,12 +78,11 @@ async def open_stores(url: str | Path) -> AsyncIterator[tuple[KeyStore, UsageSto
     if isinstance(url, str) and url.startswith(("postgresql://", "postgres://")):
         from app.team.postgres import (
             PostgresDatabase,
-            PostgresKeyStore,
-            PostgresUsageStore,
             connect,
             new_pool,
             target_of,
         )
+        from app.team.postgres_stores import PostgresKeyStore, PostgresUsageStore
 
         target = target_of(url)
         await (await connect(target)).close()

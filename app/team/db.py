@@ -19,6 +19,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import DatabaseError
+
 BUSY_TIMEOUT_MS = 5_000
 
 # Migration N (1-based) brings a database from schema N-1 to N, on either engine (SQLite
@@ -116,10 +118,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def render(statement: str, engine: str) -> str:
     """A migration statement in `engine`'s words ("sqlite" or "postgres")."""
     return statement.format_map(ENGINES[engine])
-
-
-class DatabaseError(Exception):
-    """The database cannot be used; the message is one line naming the file and the fix."""
 
 
 FileIdentity = tuple[int, int]  # (st_dev, st_ino)

@@ -22,13 +22,12 @@ from app.team.auth import KeyRing
 from app.team.postgres import (
     CONNECT_TIMEOUT,
     PostgresDatabase,
-    PostgresKeyStore,
-    PostgresUsageStore,
     connect,
     new_pool,
     probe,
     target_of,
 )
+from app.team.postgres_stores import PostgresKeyStore, PostgresUsageStore
 from app.team.retention import Retention
 from app.team.usage import UsageWriter
 

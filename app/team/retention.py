@@ -13,8 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from app.errors import DatabaseUnavailable
-from app.team.db import DatabaseError
+from app.errors import DatabaseError, DatabaseUnavailable
 from app.team.stores import UsageStore
 from app.team.usage import DAY
 

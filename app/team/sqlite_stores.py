@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from app.team.db import DatabaseError, OpenedFile, describe
+from app.errors import DatabaseError
+from app.team.db import OpenedFile, describe
 from app.team.keys import ApiKey, KeyTable
 from app.team.stores import (
     ADD_TOTALS,

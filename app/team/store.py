@@ -27,16 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseError, DatabaseUnavailable
 from app.team.auth import KeyRing
-from app.team.db import (
-    DatabaseError,
-    OpenedFile,
-    describe,
-    file_identity,
-    open_database,
-    write_problem,
-)
+from app.team.db import OpenedFile, describe, file_identity, open_database, write_problem
 from app.team.keys import KeyTable
 from app.team.retention import Retention
 from app.team.sqlite_stores import SqliteBatchSink, SqliteKeyStore, SqliteUsageStore

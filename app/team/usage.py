@@ -20,8 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from app.errors import DatabaseUnavailable
-from app.team.db import DatabaseError
+from app.errors import DatabaseError, DatabaseUnavailable
 
 logger = logging.getLogger("openrouter_proxy.usage")
 

@@ -10,8 +10,17 @@ from typing import Any
 import orjson
 
 from app.errors import UpstreamBroken, UpstreamError, UpstreamRejected
+from app.header_text import header_safe
 
 Reject = Callable[[dict[str, Any], str], UpstreamError]
+
+# Upstream headers a client needs to act on a relayed error (openrouter-api.md §8).
+_RELAYED_HEADERS = {
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+}
 
 
 def parse_answer(body: bytes, model: str, reject: Reject | None = None) -> dict[str, Any]:
@@ -75,4 +84,9 @@ def _rejected(
     assert isinstance(echoed, dict)
     merged = {**{k.lower(): str(v) for k, v in echoed.items()}, **headers}
     message = str(error.get("message") or f"OpenRouter answered HTTP {status}")
-    return UpstreamRejected(status, message, metadata=metadata, upstream_headers=merged)
+    # Lower-case names: the same header echoed in the body and sent for real, or set
+    # again by the proxy (`retry-after`), must reach the client once.
+    relayed = {k.lower(): v for k, v in merged.items() if k.lower() in _RELAYED_HEADERS}
+    return UpstreamRejected(
+        status, message, metadata=metadata, upstream_headers=merged, headers=header_safe(relayed)
+    )

@@ -11,48 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import orjson
 from pydantic import SecretStr
 
 from app.config import Settings
 from app.errors import (
-    ProxyOutOfResources,
     UpstreamBroken,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from app.header_text import header_safe
 from app.redaction import Redactor
-from app.request import Dialect, ParsedRequest, Usage
-from app.server.header_text import header_safe
+from app.request import ParsedRequest, Usage
+from app.sse import EventSplitter
 from app.upstream.answers import rejection
 from app.upstream.deadlines import Deadline, DeadlineReader
-from app.upstream.sse import EventSplitter, Kind, split_events
+from app.upstream.reading import close_response, first_content, read_answer
 from app.upstream.transport import (
+    LOCAL_ERRNOS,
     AiohttpTransport,
     CannotConnect,
     Transport,
     UpstreamResponse,
+    out_of_resources,
     proxy_for,
     read_all,
 )
 
 # Response headers a client may rely on and which the proxy passes back (openrouter-api.md §8).
 PASSED_RESPONSE_HEADERS = ("x-generation-id",)
-_WHITESPACE = b" \t\r\n"
 # How long a stream may take to end after `data: [DONE]` before its connection is dropped.
 _DRAIN_SECONDS = 1.0
-# Bound on an upstream answer held in memory: a non-stream body, or one SSE event still
-# incomplete (DESIGN §5: at least 64 MiB). Above it the attempt is broken, not an OOM.
-MAX_ANSWER_BYTES = 64 * 1024 * 1024
-# Local failures: out of file descriptors, memory or buffers. No model is to blame.
-_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +90,7 @@ class OpenedStream:
 
     async def aclose(self) -> None:
         self.reader.close()
-        await _close(self.response)
+        await close_response(self.response)
 
 
 class OpenRouterClient:
@@ -132,43 +126,49 @@ class OpenRouterClient:
         }
 
     async def _request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, until: float
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        until: float,
+        model: str | None = None,
     ) -> UpstreamResponse:
+        """The response's head; a failure names `model`, the attempt it ended, if any."""
+        about = f"{model}: " if model is not None else ""
         try:
             async with asyncio.timeout_at(until):
                 return await self._transport.request(
                     method, url, headers, body, self._settings.connect_timeout
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"OpenRouter did not answer {method} {url} in time") from exc
+            raise UpstreamTimeout(
+                f"{about}OpenRouter did not answer {method} {url} in time"
+            ) from exc
         except MemoryError as exc:
-            raise _out_of_resources(exc) from exc
+            raise out_of_resources(exc) from exc
         except ConnectionError as exc:
-            if exc.errno in _LOCAL_ERRNOS:
-                raise _out_of_resources(exc) from exc
+            if exc.errno in LOCAL_ERRNOS:
+                raise out_of_resources(exc) from exc
             if isinstance(exc, CannotConnect):
                 raise UpstreamUnreachable(
-                    f"cannot reach OpenRouter at {self._base} ({exc}). "
+                    f"{about}cannot reach OpenRouter at {self._base} ({exc}). "
                     "Check OPENROUTER_BASE_URL and the network."
                 ) from exc
             # Connected, then reset or closed before an answer: this attempt broke (§6).
             raise UpstreamBroken(
-                f"OpenRouter closed the connection before answering {method} {url} ({exc})"
+                f"{about}OpenRouter closed the connection before answering {method} {url} ({exc})"
             ) from exc
 
     async def _send(
         self, url: str, body: bytes, headers: dict[str, str], deadline: Deadline, model: str
     ) -> UpstreamResponse:
-        try:
-            response = await self._request("POST", url, headers, body, deadline.first_byte)
-        except UpstreamError as error:
-            error.message = f"{model}: {error.message}"
-            raise
+        response = await self._request("POST", url, headers, body, deadline.first_byte, model)
         if response.status != 200:
             try:
                 raise await self._rejection(response, deadline, model)
             finally:
-                await _close(response)
+                await close_response(response)
         return response
 
     async def _rejection(
@@ -193,9 +193,9 @@ class OpenRouterClient:
     async def complete(self, call: Call, model: str, *, last: bool = True) -> Answer:
         response, deadline = await self._start(call, model)
         try:
-            body = await _read_answer(response, deadline, model)
+            body = await read_answer(response, deadline, model)
         finally:
-            await _close(response)
+            await close_response(response)
         try:
             data = call.request.dialect.check_answer(body, model)
         except UpstreamError as error:
@@ -214,13 +214,13 @@ class OpenRouterClient:
         dialect = call.request.dialect
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
-                body = await _read_answer(response, deadline, model)
+                body = await read_answer(response, deadline, model)
                 dialect.check_answer(body, model)
                 raise UpstreamBroken(f"{model}: OpenRouter answered a stream request with JSON")
             reader = DeadlineReader(response.chunks(), deadline.first_byte)
             splitter = EventSplitter()
             try:
-                head = await _first_content(reader, splitter, model, dialect)
+                head = await first_content(reader, splitter, model, dialect)
             except BaseException:
                 reader.close()
                 raise
@@ -228,7 +228,7 @@ class OpenRouterClient:
             reader.limit_idle(settings.stream_idle_timeout)
         except BaseException as exc:
             self.redactor.error(exc)
-            await _close(response)
+            await close_response(response)
             raise
         return OpenedStream(
             model=model,
@@ -253,7 +253,7 @@ class OpenRouterClient:
         except (TimeoutError, ConnectionError) as exc:
             raise UpstreamBroken(f"POST {path} did not complete ({exc})") from exc
         finally:
-            await _close(response)
+            await close_response(response)
 
     async def get_json(self, path: str, *, auth: bool) -> Any:
         """GET a small JSON document (catalogue, key info) within connect + first-byte time."""
@@ -270,7 +270,7 @@ class OpenRouterClient:
         except ConnectionError as exc:
             raise UpstreamBroken(f"the connection broke during GET {path} ({exc})") from exc
         finally:
-            await _close(response)
+            await close_response(response)
         if response.status != 200:
             error = rejection(response.status, body, dict(response.headers), path)
             raise self.redactor.error(error)
@@ -280,68 +280,6 @@ class OpenRouterClient:
             raise UpstreamBroken(f"OpenRouter sent invalid JSON for GET {path}") from exc
 
 
-async def next_chunk(reader: DeadlineReader, model: str) -> bytes | None:
-    """The next chunk, with transport errors and the deadline mapped to UpstreamError."""
-    try:
-        return await reader.next()
-    except TimeoutError as exc:
-        raise UpstreamTimeout(f"{model}: no answer from OpenRouter in time") from exc
-    except ConnectionError as exc:
-        raise UpstreamBroken(f"{model}: the connection to OpenRouter broke ({exc})") from exc
-
-
-async def _read_answer(response: UpstreamResponse, deadline: Deadline, model: str) -> bytes:
-    """The body minus leading whitespace; whitespace does not count as a first byte."""
-    reader = DeadlineReader(response.chunks(), deadline.first_byte)
-    parts: list[bytes] = []
-    size = 0
-    try:
-        while (chunk := await next_chunk(reader, model)) is not None:
-            if not parts:
-                chunk = chunk.lstrip(_WHITESPACE)
-                if not chunk:
-                    continue
-                reader.extend_to(deadline.total)
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise UpstreamBroken(f"{model}: OpenRouter's answer passed {_MIB_CAP} MiB")
-            parts.append(chunk)
-    finally:
-        reader.close()
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def _first_content(
-    reader: DeadlineReader, splitter: EventSplitter, model: str, dialect: Dialect
-) -> bytes:
-    """Read until the first content event; return held events, it, and what followed it."""
-    held: list[bytes] = []
-    while (chunk := await next_chunk(reader, model)) is not None:
-        events = split_events(splitter.feed(chunk))
-        check_event_size(splitter, model)
-        for i, event in enumerate(events):
-            kind, data = dialect.classify(event)
-            if kind is Kind.KEEPALIVE:
-                continue  # nothing can be sent before the commit (DESIGN §5)
-            if kind is Kind.ERROR:
-                assert data is not None
-                raise dialect.rejection(data, model)
-            if kind is Kind.DONE:
-                raise UpstreamBroken(f"{model}: the stream ended before any content")
-            if kind is Kind.MALFORMED:
-                raise malformed(model)
-            if kind is Kind.CONTENT:
-                return b"".join(held) + b"".join(events[i:])
-            held.append(event)
-    raise UpstreamBroken(f"{model}: the stream ended before any content")
-
-
-async def _close(response: UpstreamResponse) -> None:
-    """Close even when the request task is being cancelled (client disconnect)."""
-    with anyio.CancelScope(shield=True):
-        await response.aclose()
-
-
 def _passed_headers(response: UpstreamResponse) -> dict[str, str]:
     return header_safe(
         {
@@ -349,29 +287,6 @@ def _passed_headers(response: UpstreamResponse) -> dict[str, str]:
             for name in PASSED_RESPONSE_HEADERS
             if (value := response.headers.get(name)) is not None
         }
-    )
-
-
-_MIB_CAP = MAX_ANSWER_BYTES // (1024 * 1024)
-
-
-def check_event_size(splitter: EventSplitter, model: str) -> None:
-    """An SSE event still incomplete past the cap is a broken attempt, not an OOM."""
-    if len(splitter.tail) > MAX_ANSWER_BYTES:
-        raise UpstreamBroken(f"{model}: one event from OpenRouter passed {_MIB_CAP} MiB")
-
-
-def malformed(model: str) -> UpstreamBroken:
-    """A stream event no client could read (DESIGN §5): a broken attempt before the first
-    content, the stream's end after it."""
-    return UpstreamBroken(f"{model}: OpenRouter sent a malformed stream event")
-
-
-def _out_of_resources(exc: BaseException) -> ProxyOutOfResources:
-    return ProxyOutOfResources(
-        f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
-        "open-files limit (ulimit -n) or the memory available to the proxy.",
-        headers={"connection": "close"},  # the client's socket is a descriptor too
     )
 
 

@@ -1,10 +1,12 @@
 """Relay a committed stream: upstream bytes through unchanged, event by event, inspected
-on the side; always end with `data: [DONE]` and always close the upstream connection.
+on the side; always end with the dialect's terminator (`data: [DONE]` on the OpenAI APIs,
+nothing after `message_stop` on /v1/messages) and always close the upstream connection.
+Which events end, fail or carry usage is the dialect's to say (`classify`, `finished`).
 
 Once the first content event has been sent the model cannot change any more (Go's
 ReverseProxy: "all we can do is abort"), so an upstream failure (a broken connection, a
 stall, an event no client could read) becomes one in-band error event in the route's
-format, so SDKs raise it, followed by its terminator (`[DONE]`).
+format, so SDKs raise it, followed by its terminator.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
 from app.request import Dialect, ParsedRequest, Usage
-from app.server.shutdown import OpenStreams
-from app.upstream.client import OpenedStream, check_event_size, malformed, next_chunk
-from app.upstream.sse import Kind, split_events
+from app.sse import Kind, split_events
+from app.upstream.client import OpenedStream
+from app.upstream.reading import check_event_size, malformed, next_chunk
+from app.upstream.streams import OpenStreams
 
 
 @dataclass(slots=True)
@@ -113,23 +116,10 @@ async def relay(
                     tap(block)
                 if block := dialect.relayed(block, include_usage):
                     yield block
-        if outcome.malformed:
-            failure = malformed(opened.model)
-            outcome.error = failure.body()["error"]
-            yield dialect.error_event(failure, opened.model)
-        elif outcome.done:
+        if outcome.done and not outcome.malformed:
             await opened.drain()
-        elif outcome.error is None and outcome.finished:
-            outcome.done = True  # finished for real; only the terminator was missing
-            yield dialect.terminator
-        elif outcome.error is None:
-            failure = UpstreamBroken(
-                f"{opened.model}: OpenRouter ended the stream before it finished"
-            )
-            outcome.error = failure.body()["error"]
-            yield dialect.error_event(failure, opened.model)
         else:
-            yield dialect.terminator  # the upstream's own error event was relayed
+            yield _tail(outcome, opened, dialect)
     except UpstreamError as exc:
         ended: ProxyError = exc
         if isinstance(exc, UpstreamTimeout):
@@ -145,6 +135,24 @@ async def relay(
         await opened.aclose()
         with anyio.CancelScope(shield=True):
             await on_finish(outcome)
+
+
+def _tail(outcome: StreamOutcome, opened: OpenedStream, dialect: Dialect) -> bytes:
+    """What ends a stream that did not end cleanly: the terminator after a real finish or
+    upstream's own error event, else an error event (it broke off, or sent an event no
+    client could read)."""
+    if outcome.malformed:
+        failure = malformed(opened.model)
+        outcome.error = failure.body()["error"]
+        return dialect.error_event(failure, opened.model)
+    if outcome.error is None and outcome.finished:
+        outcome.done = True  # finished for real; only the terminator was missing
+        return dialect.terminator
+    if outcome.error is None:
+        failure = UpstreamBroken(f"{opened.model}: OpenRouter ended the stream before it finished")
+        outcome.error = failure.body()["error"]
+        return dialect.error_event(failure, opened.model)
+    return dialect.terminator  # the upstream's own error event was relayed
 
 
 def _why_cut(opened: OpenedStream) -> ProxyError:

@@ -15,7 +15,7 @@ The aiohttp transport also resends: a request that fails on a reused keep-alive
 connection before any byte of an answer is sent once more on a fresh connection: the
 upstream closed an idle connection just as it was taken from the pool, which says nothing
 about the model (RFC 9112 §9.3.1; aiohttp retries only idempotent methods itself). And it
-opens a new connection only while the open-files budget (`app/server/descriptors.py`)
+opens a new connection only while the open-files budget (`app/descriptors.py`)
 has room for it.
 """
 
@@ -35,7 +35,11 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
-from app.server.descriptors import Descriptors
+from app.descriptors import Descriptors
+from app.errors import ProxyOutOfResources
+
+# Local failures: out of file descriptors, memory or buffers. No model is to blame.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class UpstreamResponse(Protocol):
@@ -270,3 +274,11 @@ class _AiohttpResponse:
         if self._transport is not None:
             self._transport._closed()
             self._transport = None
+
+
+def out_of_resources(exc: BaseException) -> ProxyOutOfResources:
+    return ProxyOutOfResources(
+        f"The proxy ran out of local resources ({exc}); no model was cooled. Raise the "
+        "open-files limit (ulimit -n) or the memory available to the proxy.",
+        headers={"connection": "close"},  # the client's socket is a descriptor too
+    )

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 import app.server.http_limits
-import app.upstream.client
+import app.upstream.reading
+from app.descriptors import Descriptors
 from app.main import create_app
-from app.server.descriptors import Descriptors
 from app.server.http_limits import BoundedHttpToolsProtocol
 from tests.conftest import ProxyFactory, make_settings
 from tests.fake_openrouter import QWEN, SCOUT, FakeOpenRouter, Raw, Reply
@@ -68,7 +68,7 @@ async def test_local_exhaustion_is_a_503_that_cools_nothing(failure: BaseExcepti
 def test_an_answer_above_the_cap_is_a_broken_attempt(
     start_proxy: ProxyFactory, fake: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app.upstream.client, "MAX_ANSWER_BYTES", 4096)
+    monkeypatch.setattr(app.upstream.reading, "MAX_ANSWER_BYTES", 4096)
     # Each twice: a lone candidate that breaks is tried once more (DESIGN §6).
     fake.script(SCOUT, Reply(content="x" * 8192), Reply(content="x" * 8192))
     unfinished = Raw((b"data: " + b"y" * 8192,))  # one event, never finished
@@ -282,7 +282,7 @@ def _served(
 def thousand_file_proxy(tmp_path: Path) -> Iterator[str]:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # `serve` raises its soft limit to `hard`, and opens upstream connections up to a share
-    # of it (app/server/descriptors.py).
+    # of it (app/descriptors.py).
     if hard != resource.RLIM_INFINITY and Descriptors(hard).upstream_cap < STREAMS:
         pytest.skip(f"the hard open-files limit ({hard}) is below what the test needs")
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

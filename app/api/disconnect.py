@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from starlette.types import Receive
 
-from app.routing.attempts import ClientGone
+from app.errors import ClientGone
 
 
 @asynccontextmanager

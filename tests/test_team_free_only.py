@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from app.errors import ModelNotAllowed, WouldCost, error_response
+from app.api.render import error_response
+from app.errors import ModelNotAllowed, WouldCost
 from app.routing.catalogue import ModelInfo
 from app.team.free_only import (
     Skipped,

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from app.errors import QuotaExceeded, error_response
+from app.api.render import error_response
+from app.errors import QuotaExceeded
 from app.team.quotas import Grant, MemoryQuotas, ratelimit_headers, reset_duration, usage_fields
 
 pytestmark = pytest.mark.anyio

@@ -1,0 +1,108 @@
+"""What the pipeline reads from a request before its steps (DESIGN §4, §5): the few client
+headers any step needs, in one pass; the ones that go up as sent; the request's id; and
+its body, refused with 413 as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+
+from starlette.requests import Request
+
+from app.config import MIB
+from app.errors import PayloadTooLarge
+
+# Client headers that go up as sent (DESIGN §5): attribution, OpenRouter's opt-ins, and
+# Anthropic's version headers. Nothing else a client sends is forwarded.
+FORWARDED = (
+    "http-referer",
+    "x-title",
+    "x-openrouter-title",
+    "x-session-id",
+    "x-openrouter-metadata",
+    "x-openrouter-categories",
+    "anthropic-version",
+    "anthropic-beta",
+)
+# OpenRouter's response cache is per OpenRouter key: behind the shared key it would be
+# shared by the whole team, so a client may ask for it only in open mode or with
+# PROXY_CACHE_SCOPE=global (DESIGN §5).
+OPENROUTER_CACHE = ("x-openrouter-cache", "x-openrouter-cache-ttl", "x-openrouter-cache-clear")
+# Every client header a pipeline step reads, gathered in one pass over the request's
+# headers: Starlette's `headers.get` scans them all on each call.
+_READ = frozenset(
+    name.encode()
+    for name in (
+        *FORWARDED,
+        *OPENROUTER_CACHE,
+        "authorization",
+        "x-api-key",
+        "x-request-id",
+        "cache-control",
+        "content-length",
+    )
+)
+# Request ids: a random prefix per process and a counter, unique across replicas and far
+# cheaper than a fresh random token per request.
+_ID_PREFIX = secrets.token_hex(6)
+_ID_SERIAL = itertools.count(1)
+
+
+def read_headers(request: Request) -> dict[str, str]:
+    """The client headers the pipeline reads, by lower-case name (the first of repeats)."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        if name in _READ:
+            found.setdefault(name.decode(), value.decode("latin-1"))
+    return found
+
+
+def forwarded_headers(headers: dict[str, str], *, openrouter_cache: bool) -> dict[str, str]:
+    """The client headers that go up, as the client's bytes (DESIGN §5).
+
+    Starlette decodes header bytes as latin-1 and aiohttp encodes values as UTF-8, so a
+    value is turned back into its bytes and read as UTF-8; a value that is not valid
+    UTF-8 is dropped rather than sent double-encoded.
+    """
+    names = FORWARDED + OPENROUTER_CACHE if openrouter_cache else FORWARDED
+    forwarded: dict[str, str] = {}
+    for name in names:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            forwarded[name] = value.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            continue
+    return forwarded
+
+
+def request_id_for(headers: dict[str, str]) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return f"{_ID_PREFIX}{next(_ID_SERIAL):012x}"
+
+
+async def read_body(request: Request, limit: int, headers: dict[str, str]) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Request body is larger than PROXY_MAX_BODY_MB ({limit / MIB:g} MiB). "
+        "Send a smaller request or raise the limit."
+    )
