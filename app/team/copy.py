@@ -41,7 +41,6 @@ class Tables(Protocol):
 
     async def insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         """Insert inside the open transaction (started by the first insert)."""
-        ...
 
     async def commit(self) -> None: ...
 

@@ -23,7 +23,6 @@ class Database(Protocol):
     @property
     def label(self) -> str:
         """How messages name it: "database PATH" or "Postgres at HOST:PORT"."""
-        ...
 
     @property
     def clock(self) -> Callable[[], float]: ...
@@ -42,19 +41,15 @@ class Database(Protocol):
 
     async def start(self) -> None:
         """From the lifespan: open what needs the loop, start the background tasks."""
-        ...
 
     async def reload_keys(self) -> None:
         """Read the keys now (this process changed one)."""
-        ...
 
     async def problem(self) -> str | None:
         """Why it cannot take a write now, or None (/readyz)."""
-        ...
 
     async def aclose(self) -> None:
         """Write every pending record, then close."""
-        ...
 
 
 def open_team(settings: Settings, *, clock: Callable[[], float] = time.time) -> Database:

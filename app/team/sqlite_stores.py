@@ -39,7 +39,6 @@ T = TypeVar("T")
 class Runner(Protocol):
     def __call__(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
         """Run `function(*args, **kwargs)` on the store's connection, off the loop."""
-        ...
 
 
 def direct(path: Path) -> Runner:

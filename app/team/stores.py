@@ -117,17 +117,14 @@ class KeyStore(Protocol):
         paid: bool = False,
     ) -> str:
         """Store a new key; its secret, shown only this once."""
-        ...
 
     async def revoke(self, name: str) -> ApiKey:
         """Revoke a key (a revoked key keeps its first revocation time)."""
-        ...
 
     async def get(self, name: str) -> ApiKey: ...
 
     async def list(self) -> builtins.list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        ...
 
 
 class UsageStore(Protocol):
@@ -135,20 +132,15 @@ class UsageStore(Protocol):
 
     async def write(self, batch: Sequence[UsageRecord]) -> None:
         """The records and the totals they add, in one transaction."""
-        ...
 
     async def totals(self, *, key: str | None, days: int, now: float) -> list[dict[str, Any]]:
         """Rows per (day, key, model) of the last `days` UTC days, today included."""
-        ...
 
     async def today(self, key: str, now: float) -> tuple[int, int]:
         """(requests, tokens) of `key` since 00:00 UTC, as the daily limits count them."""
-        ...
 
     async def last_used(self, since: float, now: float) -> dict[str, float]:
         """When each key last called, for keys that called since `since`."""
-        ...
 
     async def prune(self, before: float, limit: int) -> int:
         """Delete at most `limit` records older than `before`; how many went."""
-        ...

@@ -57,7 +57,6 @@ class BatchSink(Protocol):
     async def write(self, batch: list[UsageRecord]) -> None:
         """Store the batch in one transaction, or raise DatabaseError/DatabaseUnavailable
         (nothing of it stored)."""
-        ...
 
 
 class UsageWriter:
