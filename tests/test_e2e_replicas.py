@@ -16,7 +16,7 @@ import pytest
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.fake_openrouter import SCOUT, FakeOpenRouter, provider_429
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply, provider_429
 from tests.live_server import LiveServer
 from tests.redis_server import PASSWORD
 from tests.test_e2e_team import CHAT, HI, bearer, create_key
@@ -125,3 +125,20 @@ def poll_until(predicate: Any, within: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.05)
+
+
+def test_twenty_identical_misses_over_three_replicas_make_one_upstream_call(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    """Single-flight across replicas: one replica leads, the others wait for its stored
+    answer and serve it as a hit (DESIGN §12)."""
+    secret = create_key(db, "alice")
+    fake.set_default(SCOUT, Reply(first_byte_delay=0.5))  # every miss overlaps the leader's
+    body = {"model": SCOUT, "messages": HI, "temperature": 0}
+    with ExitStack() as stack:
+        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        answers = post_all([proxies[n % 3].url for n in range(20)], secret, body)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert len(fake.chat_requests()) == 1
+    assert sorted(a.headers["x-cache"] for a in answers) == ["HIT"] * 19 + ["MISS"]
+    assert len({a.content for a in answers}) == 1

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 
 from redis.exceptions import RedisError
 
+from app.cache.flight import FlightLeases, MemoryLeases
 from app.cache.store import CacheStats, CacheStore, Entry, MemoryCache
 from app.config import Settings
 from app.errors import QuotaExceeded, RedisUnavailable
@@ -60,6 +61,7 @@ class _Local:
     cooldowns: MemoryCooldowns
     cache: MemoryCache
     sessions: MemorySessions
+    leases: MemoryLeases = field(default_factory=MemoryLeases)
     day_counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # r, t
     free_counts: dict[tuple[int, str], int] = field(default_factory=dict)
 
@@ -445,6 +447,30 @@ class FailoverCache:
 
     async def stats(self) -> CacheStats:
         return await self._f.run(self._redis.stats, self._f.local.cache.stats)
+
+
+class FailoverLeases:
+    """`FlightLeases` on Redis, or coalescing within this replica while Redis is away."""
+
+    def __init__(self, failover: Failover, redis: FlightLeases) -> None:
+        self._f = failover
+        self._redis = redis
+
+    async def take(self, key: str, seconds: float) -> str:
+        return await self._f.run(
+            lambda: self._redis.take(key, seconds), lambda: self._f.local.leases.take(key, seconds)
+        )
+
+    async def state(self, key: str) -> str | None:
+        return await self._f.run(
+            lambda: self._redis.state(key), lambda: self._f.local.leases.state(key)
+        )
+
+    async def end(self, key: str, token: str, stored: bool) -> None:
+        await self._f.run(
+            lambda: self._redis.end(key, token, stored),
+            lambda: self._f.local.leases.end(key, token, stored),
+        )
 
 
 class FailoverSessions:
