@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
@@ -153,6 +153,25 @@ def _is_limited(key: KeyLimits) -> bool:
     return not (key.rpm is None and key.rpd is None and key.tpd is None and key.concurrency is None)
 
 
+class _Window(Sized, Protocol):
+    """The sliding minute as the rules read it: how many, and one admission time by place."""
+
+    def __getitem__(self, index: int, /) -> float: ...
+
+
+class _Seen(Protocol):
+    """What the rules read of a key's counts: memory's `_Counts`, or what Redis returned."""
+
+    @property
+    def minute(self) -> _Window: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def leases(self) -> Sized: ...
+
+
 @dataclass(slots=True)
 class _Counts:
     minute: deque[float] = field(default_factory=deque)  # admission times, newest last
@@ -225,7 +244,7 @@ class MemoryQuotas:
         return _views(key, self._of(key, now), now)
 
 
-def _refusal(key: KeyLimits, counts: _Counts, now: float) -> QuotaExceeded | None:
+def _refusal(key: KeyLimits, counts: _Seen, now: float) -> QuotaExceeded | None:
     """The refusal whose wait is longest (retrying sooner would only be refused again)."""
     midnight = next_midnight(now)
     waits: list[tuple[float, str, str]] = []
@@ -258,7 +277,7 @@ def _refusal(key: KeyLimits, counts: _Counts, now: float) -> QuotaExceeded | Non
     )
 
 
-def _views(key: KeyLimits, counts: _Counts, now: float) -> dict[str, LimitView | None]:
+def _views(key: KeyLimits, counts: _Seen, now: float) -> dict[str, LimitView | None]:
     midnight = next_midnight(now)
 
     def view(limit: int | None, used: int, resets_at: float | None) -> LimitView | None:
