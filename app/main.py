@@ -110,7 +110,7 @@ def _services(
     team = open_team(settings, clock=clock)
     quotas, budget = stores.quotas, stores.budget
     gate = Gate(team, quotas, budget, catalogue, upstream.redactor, clock)
-    cache = ResponseCache(settings, stores.cache, Flights())
+    cache = ResponseCache(settings, stores.cache, Flights(), stores.leases)
     metrics = Metrics(lambda: catalogue.loaded)  # its own registry: apps never collide
     activity = Activity(clock)
     services = Services(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.cache.flight import FlightLeases
 from app.cache.store import CacheStore, MemoryCache
 from app.config import MIB, Settings
 from app.routing.cooldowns import CooldownStore, MemoryCooldowns
@@ -15,12 +16,14 @@ from app.shared.cache import RedisCache
 from app.shared.connection import Shared
 from app.shared.cooldowns import RedisCooldowns
 from app.shared.failover import Failover
+from app.shared.flights import RedisLeases
 from app.shared.quotas import RedisQuotas
 from app.shared.sessions import RedisSessions
 from app.shared.twins import (
     FailoverBudget,
     FailoverCache,
     FailoverCooldowns,
+    FailoverLeases,
     FailoverQuotas,
     FailoverSessions,
 )
@@ -36,6 +39,7 @@ class Stores:
     budget: BudgetStore
     cache: CacheStore
     sessions: SessionStore
+    leases: FlightLeases | None  # single-flight across replicas; None in one process
     failover: Failover | None  # the switch to memory when Redis is away; None in memory
 
     async def start(self) -> None:
@@ -58,6 +62,7 @@ def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
             MemoryCache.from_mb(settings.cache_max_mb, settings.cache_ttl, time.monotonic),
             MemorySessions(),
             None,
+            None,
         )
     shared = Shared(settings.redis_url, settings.redis_prefix)
     budget = RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd)
@@ -69,5 +74,6 @@ def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
         FailoverBudget(failover, budget),
         FailoverCache(failover, RedisCache(shared, max_bytes, settings.cache_ttl, clock)),
         FailoverSessions(failover, RedisSessions(shared)),
+        FailoverLeases(failover, RedisLeases(shared)),
         failover,
     )

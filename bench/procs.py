@@ -222,6 +222,75 @@ class Server:
             self._log = None
 
 
+class RedisProcess:
+    """A throwaway `redis-server` on a loopback port (no persistence), for the keyed proxy
+    with its state in Redis; stopped by its own PID."""
+
+    def __init__(self, prefix: Sequence[str], cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: apt-get install redis-server")
+        argv = [*prefix, binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(cwd)]  # fmt: skip
+        quiet = subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, stdin=quiet, stdout=quiet, stderr=quiet)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._ask(b"PING") != b"+PONG":
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def _ask(self, command: bytes) -> bytes:
+        """One inline command; its status line or bulk string (b"" if Redis does not answer)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(command + b"\r\n")
+                reply = b""
+                while b"\r\n" not in reply or (
+                    reply.startswith(b"$") and len(reply) < _bulk_end(reply)
+                ):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return b""
+                    reply += chunk
+        except OSError:
+            return b""
+        head, _, rest = reply.partition(b"\r\n")
+        return rest.strip() if head.startswith(b"$") else head
+
+    def calls(self) -> tuple[int, int]:
+        """(commands, scripts) Redis has processed (INFO commandstats, INFO itself left out):
+        a command inside a script counts too, a script is one round trip."""
+        commands = scripts = 0
+        for line in self._ask(b"INFO commandstats").splitlines():
+            name, _, stats = line.partition(b":")
+            if not name.startswith(b"cmdstat_") or name == b"cmdstat_info":
+                continue
+            calls = int(stats.split(b",")[0].partition(b"=")[2])
+            commands += calls
+            if name in (b"cmdstat_evalsha", b"cmdstat_eval"):
+                scripts += calls
+        return commands, scripts
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _bulk_end(reply: bytes) -> int:
+    """How long a RESP bulk-string reply (`$n\\r\\n` + n bytes + `\\r\\n`) is in all."""
+    head = reply.partition(b"\r\n")[0]
+    return len(head) + 2 + int(head[1:]) + 2
+
+
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The runner's environment without proxy settings, plus `extra` and PYTHONPATH=repo."""
     env = {

@@ -30,6 +30,9 @@ class Cell:
     problems: list[str] = field(default_factory=list)
     # CPU time other processes took on the server CPU / the load CPU while measuring
     foreign_cpu_s: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    redis_commands: int = 0  # commands Redis processed while measuring (a target on Redis)
+    redis_scripts: int = 0  # of which scripts (one round trip each, their commands inside)
+    measured: int = 0  # requests sent while measuring (warm-up excluded)
 
     @property
     def pooled(self) -> LoadResult:
@@ -262,6 +265,18 @@ def budget_table(
                   0.85, target=target)  # fmt: skip
         added_row(f"{what}: added p50 at c=1 ≤ 0.3 ms over open mode", "feature c=1", 50,
                   0.3, target=target, base="proxy")  # fmt: skip
+    # Issue 25: the keyed path with its state in a local redis-server against in memory.
+    on_redis = get("feature c=10", "key-redis")
+    per_request = (
+        f"; a request: {on_redis.redis_scripts / on_redis.measured:.1f} Redis scripts, "
+        f"{on_redis.redis_commands / on_redis.measured:.1f} commands in all"
+        if on_redis is not None and on_redis.measured
+        else ""
+    )
+    ratio_row(f"key on Redis: throughput at c=10 ≥ 70 % of key in memory{per_request}",
+              "feature c=10", "key", 0.70, target="key-redis")  # fmt: skip
+    added_row("key on Redis: added p50 at c=1 ≤ 0.5 ms over key in memory", "feature c=1", 50,
+              0.5, target="key-redis", base="key")  # fmt: skip
     ratio_row("cache hit: throughput at c=10 ≥ 2× direct's", "cache hit c=10", "direct", 2.0,
               target="key-hit")  # fmt: skip
     ratio_row("cache hit: throughput at c=10 ≥ 2× direct's, 20 ms upstream",

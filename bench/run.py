@@ -38,6 +38,7 @@ from bench.loadgen import LoadSpec, StatusPages, chat_body, new_session, run_loa
 from bench.procs import (
     REPO,
     CpuPlan,
+    RedisProcess,
     RssSampler,
     Server,
     clean_env,
@@ -110,6 +111,7 @@ class Bench:
         self.startups: dict[str, Startup] = {t: Startup(t) for t in targets if t != "direct"}
         self.problems: list[str] = []
         self.session: aiohttp.ClientSession | None = None
+        self.redis: RedisProcess | None = None  # started for the first ProxySpec that asks
         self._db_serial = 0
 
     # ------------------------------------------------------------ processes
@@ -186,7 +188,15 @@ class Bench:
     async def _start_proxy(self, spec: ProxySpec) -> None:
         """A proxy with the spec's settings; its setup hook runs first, on the same database
         (a key exists before the server starts, as in production)."""
-        server = self._target_server("proxy", dict(spec.env))
+        env = dict(spec.env)
+        if spec.redis:
+            if self.redis is None:
+                # not pinned: on the load generator's busy CPU its answers would wait for
+                # time slices (ms), on the proxy's it would take the proxy's time
+                self.redis = RedisProcess((), self.tmp)
+                log(f"  redis-server: pid {self.redis.proc.pid}, port {self.redis.port}")
+            env["PROXY_REDIS_URL"] = self.redis.url
+        server = self._target_server("proxy", env)
         self.servers[spec.name] = server  # registered first, so `finally` stops it
         headers: dict[str, str] = {}
         if spec.setup is not None:
@@ -278,8 +288,17 @@ class Bench:
             own = self._own_cpu(server)
             cpu0 = cpu_seconds(server.pid)
             sampler = RssSampler(server.pid).start()
+            on_redis = (
+                self.redis if target in PROXY_TARGETS and PROXY_TARGETS[target].redis else None
+            )
+            calls0 = on_redis.calls() if on_redis is not None else (0, 0)
             result = await run_load(spec, session)
             cpu1 = cpu_seconds(server.pid)
+            if on_redis is not None:
+                calls1 = on_redis.calls()
+                cell.redis_commands += calls1[0] - calls0[0]
+                cell.redis_scripts += calls1[1] - calls0[1]
+                cell.measured += result.issued
             peak = await sampler.stop()
             own_after = self._own_cpu(server)
             if watchers is not None and watchers.errors:
@@ -385,6 +404,8 @@ class Bench:
                 server.stop()
             if self.fake is not None:
                 self.fake.stop()
+            if self.redis is not None:
+                self.redis.stop()
         return 0
 
     def report(self) -> str:

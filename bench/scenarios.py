@@ -9,7 +9,8 @@ default settings; `key`, `key-miss` and `key-hit` are one second proxy process h
 client key (created by `setup` before it starts), measured with three kinds of request. A
 proxy with other settings (e.g. metrics off, once there is such a setting) is one more
 `ProxySpec` with its `env` and a target name mapped to it. `proxy-watched` is the open-mode
-proxy again, measured while `status_pages` event streams are open on it.
+proxy again, measured while `status_pages` event streams are open on it. `key-redis` is the
+`key` proxy with `PROXY_REDIS_URL` to a redis-server the runner starts (`ProxySpec.redis`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ TargetName = Literal[
     "key-miss",
     "key-hit",
     "proxy-watched",
+    "key-redis",
 ]
 # what --targets chooses from; the keyed-proxy targets come with `proxy`
 ALL_TARGETS: tuple[TargetName, ...] = ("direct", "aiohttp", "httpx", "httpx-aiohttp", "proxy")
@@ -45,6 +47,7 @@ LABELS: dict[str, str] = {
     "key-miss": "proxy + key, cache miss",
     "key-hit": "proxy + key, cache hit",
     "proxy-watched": "proxy + 10 status pages",
+    "key-redis": "proxy + key, state in Redis",
 }
 FLOORS: tuple[TargetName, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
@@ -74,6 +77,7 @@ class ProxySpec:
     name: str  # one process per name, started at first use and kept for the run
     env: Mapping[str, str] = field(default_factory=dict)
     setup: Setup | None = None
+    redis: bool = False  # PROXY_REDIS_URL to a redis-server the runner starts
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ async def bench_key(ctx: SetupContext) -> Mapping[str, str]:
 
 OPEN_PROXY = ProxySpec("proxy")
 KEYED_PROXY = ProxySpec("proxy-key", setup=bench_key)
+# Issue 25: the same keyed proxy with its quotas, budget and cooldowns in Redis.
+REDIS_KEYED_PROXY = ProxySpec("proxy-key-redis", setup=bench_key, redis=True)
 PROXY_TARGETS: dict[str, ProxySpec] = {
     "proxy": OPEN_PROXY,
     "key": KEYED_PROXY,
@@ -179,6 +185,7 @@ PROXY_TARGETS: dict[str, ProxySpec] = {
     "key-hit": KEYED_PROXY,
     # the open-mode proxy itself (the same process), measured with status pages open
     "proxy-watched": OPEN_PROXY,
+    "key-redis": REDIS_KEYED_PROXY,
 }
 STATUS_PAGES = 10
 
@@ -269,7 +276,8 @@ def scenarios(mode: Mode) -> list[Scenario]:
                 name=f"feature c={c}",
                 what="open mode (`proxy`) against a client key with limits: quota check and "
                 "usage record per request (`key`), plus a cache miss (`key-miss`: "
-                "temperature 0, every request different)",
+                "temperature 0, every request different); `key-redis`: `key` with its "
+                "state in a local redis-server",
                 stream=False,
                 concurrency=c,
                 body=unique_body({"key-miss": 0.0}),
@@ -277,8 +285,13 @@ def scenarios(mode: Mode) -> list[Scenario]:
                 max_requests=40 if smoke else 1_000_000,
                 rounds=rounds,
                 warmup_s=warm,
-                targets=("proxy", "key", "key-miss"),  # direct: see non-stream c=1/10
-                expect_cache={"proxy": "BYPASS", "key": "BYPASS", "key-miss": "MISS"},
+                targets=("proxy", "key", "key-miss", "key-redis"),  # direct: non-stream c=1/10
+                expect_cache={
+                    "proxy": "BYPASS",
+                    "key": "BYPASS",
+                    "key-miss": "MISS",
+                    "key-redis": "BYPASS",
+                },
             )
         )
     out.append(

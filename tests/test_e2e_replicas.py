@@ -16,10 +16,10 @@ import pytest
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.fake_openrouter import SCOUT, FakeOpenRouter, provider_429
+from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply, provider_429
 from tests.live_server import LiveServer
 from tests.redis_server import PASSWORD
-from tests.test_e2e_team import CHAT, HI, bearer, create_key
+from tests.test_e2e_team import CHAT, HI, bearer, create_key, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +125,96 @@ def poll_until(predicate: Any, within: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.05)
+
+
+def test_twenty_identical_misses_over_three_replicas_make_one_upstream_call(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    """Single-flight across replicas: one replica leads, the others wait for its stored
+    answer and serve it as a hit (DESIGN §12)."""
+    secret = create_key(db, "alice")
+    fake.set_default(SCOUT, Reply(first_byte_delay=0.5))  # every miss overlaps the leader's
+    body = {"model": SCOUT, "messages": HI, "temperature": 0}
+    with ExitStack() as stack:
+        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        answers = post_all([proxies[n % 3].url for n in range(20)], secret, body)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert len(fake.chat_requests()) == 1
+    assert sorted(a.headers["x-cache"] for a in answers) == ["HIT"] * 19 + ["MISS"]
+    assert len({a.content for a in answers}) == 1
+
+
+def test_concurrency_2_admits_two_streams_at_a_time_across_three_replicas(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    secret = create_key(db, "alice", "--concurrency", "2")
+    fake.set_default(SCOUT, Reply(chunks=4, chunk_delay=0.3))  # each stream open > 1 s
+    body = {"model": SCOUT, "messages": HI, "stream": True}
+    with ExitStack() as stack:
+        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        answers = post_all([proxies[n % 3].url for n in range(6)], secret, body)
+    statuses = [a.status_code for a in answers]
+    assert (statuses.count(200), statuses.count(429)) == (2, 4)
+    assert len(fake.chat_requests()) == 2
+    assert most_open_at_once(fake) <= 2
+
+
+def most_open_at_once(fake: FakeOpenRouter) -> int:
+    """The most upstream streams the fake had open together (each from its first write to
+    its last)."""
+    edges = sorted(
+        (at, step)
+        for parts in fake.sent_parts.values()
+        for at, step in ((parts[0][0], 1), (parts[-1][0], -1))
+    )
+    open_now = most = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def test_a_free_budget_of_12_is_never_exceeded_and_every_replica_gives_the_same_share(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    fake.free_rpd = 12  # what OpenRouter's GET /key reports too
+    secrets = [create_key(db, name) for name in ("alice", "bob", "carol")]
+    with ExitStack() as stack:
+        urls = [
+            p.url for p in start_replicas(stack, 3, fake_server, db, redis_url, upstream_rpd=12)
+        ]
+        statuses = [
+            chat(url, secret).status_code for _ in range(3) for url in urls for secret in secrets
+        ]
+        shares = {
+            (secret, url): usage(url, secret)["free_budget"]["share"]
+            for secret in secrets
+            for url in urls
+        }
+    assert len(fake.chat_requests()) <= 12
+    assert statuses.count(200) == len(fake.chat_requests())
+    for secret in secrets:
+        assert len({shares[secret, url] for url in urls}) == 1, shares
+
+
+def test_keys_revoke_takes_effect_on_every_replica_within_a_second(
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+):
+    """The real CLI on the shared database; each replica sees the change by itself (the
+    database is the source of truth, DESIGN §12), so this holds with or without Redis."""
+    secret = create_key(db, "alice")
+    create_key(db, "bob")  # so revoking alice does not leave the proxy without keys
+    with ExitStack() as stack:
+        urls = [p.url for p in start_replicas(stack, 3, fake_server, db, redis_url)]
+        assert [chat(url, secret).status_code for url in urls] == [200] * 3
+        assert run_cli("keys", "revoke", "alice", db=db).returncode == 0
+        poll_until(lambda: all(chat(url, secret).status_code == 401 for url in urls), 1.0)
+
+
+def chat(url: str, secret: str) -> httpx.Response:
+    body = {"model": SCOUT, "messages": HI}
+    return httpx.post(f"{url}{CHAT}", json=body, headers=bearer(secret), timeout=30)
+
+
+def usage(url: str, secret: str) -> Any:
+    return httpx.get(f"{url}/v1/usage", headers=bearer(secret), timeout=30).json()

@@ -126,3 +126,24 @@ async def test_keys_are_counted_apart(store):
     with pytest.raises(QuotaExceeded) as refused:
         await store.admit(Key(name="bob", rpm=1), MORNING)
     assert refused.value.key_name == "bob"
+
+
+async def test_an_admission_on_redis_never_carries_the_whole_minute_back(redis_url):
+    """The reply of one admission is a few numbers, however many requests the sliding
+    minute holds: the proxy parses every byte of it on the request's path (issue 25)."""
+    shared = Shared(redis_url, "orp:")
+    try:
+        store, key = RedisQuotas(shared, lambda: MORNING), Key(rpm=1_000_000)
+        for n in range(2000):
+            await store.admit(key, MORNING + n / 100)
+        before = await shared.client.info("stats")
+        grant = await store.admit(key, MORNING + 20.5)
+        after = await shared.client.info("stats")
+    finally:
+        await shared.aclose()
+    assert grant.views["rpm"] == {
+        "limit": 1_000_000, "used": 2001, "remaining": 1_000_000 - 2001,
+        "resets_at": MORNING + 20.5 + 60,
+    }  # fmt: skip
+    # The admission's reply and the INFO reply that measures it (~1.5 KB, not growing).
+    assert after["total_net_output_bytes"] - before["total_net_output_bytes"] < 4000

@@ -11,7 +11,8 @@ import pytest
 
 from app.api.render import error_response
 from app.errors import QuotaExceeded
-from app.team.quotas import Grant, MemoryQuotas, ratelimit_headers, reset_duration, usage_fields
+from app.team.quota_views import ratelimit_headers, usage_fields
+from app.team.quotas import Grant, MemoryQuotas, reset_duration
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from app.team.auth import Caller
 from app.team.database import Database
 from app.team.gate import Gate
 from app.team.keys import MAX_LIMIT
-from app.team.quotas import usage_fields
+from app.team.quota_views import usage_fields
 
 router = APIRouter(tags=["admin"])
 

@@ -15,15 +15,18 @@ Bounds, so nobody waits longer than its own request would have taken:
   waiting stop coalescing and each makes its own call (so at most `max_leaders` serial tries);
 - a leader lease garbage-collected unfinished (e.g. a streaming body that never started)
   counts as a leader that ended with nothing, so its followers wake.
-Coalescing is per process; replicas sharing Redis still share stored answers.
+Across replicas sharing Redis, `FlightLeases` (below) coalesces each process's leaders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Protocol
 
 from app.cache.store import Entry
 
@@ -181,3 +184,95 @@ class Flights:
                 raise
             lease.finish(entry)
             return entry, False
+
+
+# Cross-replica single-flight (DESIGN §12): a lease per cache key in a store every replica
+# sees. The replica that takes it makes the call; the others poll it until it says the answer
+# is stored (a HIT from the shared cache), or until it is gone with nothing stored (then one
+# of them takes it). `Flights` above still coalesces within a process, so only each
+# process's leader asks here.
+STORED = "stored"  # the lease's value once its leader stored the answer
+ELSEWHERE = ""  # `take`: another replica leads
+STORED_SECONDS = 2.0  # how long `STORED` stays, for a waiter that missed just before the put
+
+
+class FlightLeases(Protocol):
+    """One lease per cache key across replicas; each lease expires after `seconds`, so a
+    dead replica's lease lapses no later than its own attempt would have ended."""
+
+    async def take(self, key: str, seconds: float) -> str:
+        """A fresh token: this caller leads; `STORED`: the answer is in the cache;
+        `ELSEWHERE`: someone else leads."""
+        ...
+
+    async def state(self, key: str) -> str | None:
+        """`STORED`, `ELSEWHERE` (a leader is at work) or None (no lease: free to take)."""
+        ...
+
+    async def end(self, key: str, token: str, stored: bool) -> None:
+        """The leader is done: `stored` leaves `STORED` for a while, else the lease goes
+        (a waiter then leads). A token no longer current (the lease expired) changes nothing."""
+        ...
+
+
+class MemoryLeases:
+    """`FlightLeases` in one process (its leases and their expiry in a dict)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> token or STORED, expiry
+
+    def _current(self, key: str) -> str | None:
+        held = self._leases.get(key)
+        if held is None:
+            return None
+        if held[1] <= self._clock():
+            del self._leases[key]
+            return None
+        return held[0]
+
+    async def take(self, key: str, seconds: float) -> str:
+        current = self._current(key)
+        if current is not None:
+            return STORED if current == STORED else ELSEWHERE
+        token = secrets.token_hex(8)
+        self._leases[key] = (token, self._clock() + seconds)
+        return token
+
+    async def state(self, key: str) -> str | None:
+        current = self._current(key)
+        return current if current in (None, STORED) else ELSEWHERE
+
+    async def end(self, key: str, token: str, stored: bool) -> None:
+        if self._current(key) != token:
+            return
+        if stored:
+            self._leases[key] = (STORED, self._clock() + STORED_SECONDS)
+        else:
+            del self._leases[key]
+
+
+_ending: set[asyncio.Task[None]] = set()
+
+
+class Held:
+    """A cross-replica lease this request leads with; ended once."""
+
+    __slots__ = ("_key", "_leases", "_token")
+
+    def __init__(self, leases: FlightLeases, key: str, token: str) -> None:
+        self._leases = leases
+        self._key = key
+        self._token: str | None = token
+
+    async def aend(self, stored: bool) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            await self._leases.end(self._key, token, stored)
+
+    def end(self) -> None:
+        """End with nothing stored, from code that cannot wait: in the background."""
+        if self._token is not None:
+            task = asyncio.create_task(self.aend(False))
+            _ending.add(task)
+            task.add_done_callback(_ending.discard)

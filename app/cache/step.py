@@ -9,11 +9,12 @@ answer too) or `release` (anything else).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.cache.flight import Flights, Lease
+from app.cache.flight import ELSEWHERE, STORED, FlightLeases, Flights, Held, Lease
 from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
 from app.cache.recorder import StreamRecorder
 from app.cache.replay import Replay, StreamAssembler, render_hit
@@ -36,6 +37,7 @@ class CacheUse:
     recorder: StreamAssembler | StreamRecorder | None = None
     dialect: Dialect | None = None
     private: bool = True  # every follower of this flight is the same key (key scope)
+    held: Held | None = None  # the cross-replica lease this request leads with
 
     def tap(self, block: bytes) -> None:
         """Every block of a stream that may be kept, as upstream sent it: chat's assembler
@@ -52,6 +54,9 @@ class CacheUse:
         rather than each make the call again. Under the global scope followers may be other
         keys, so only what upstream said is shared; a refusal of this key's own (its share
         of the free allowance) leaves the next try to a follower."""
+        if self.held is not None:
+            self.held.end()
+            self.held = None
         if self.lease is None:
             return
         if self.private or isinstance(error, UpstreamError):
@@ -62,20 +67,33 @@ class CacheUse:
 
     def release(self) -> None:
         """No answer to share (an abandoned request, one not storable): a follower leads next."""
+        if self.held is not None:
+            self.held.end()
+            self.held = None
         if self.lease is not None:
             self.lease.release()
             self.lease = None
 
 
 NOT_USED = CacheUse(status="BYPASS")
+POLL_SECONDS = 0.025  # how often a waiter on another replica's lease looks again
+MAX_LEADERS = 3  # leases in a row gone with nothing stored before a waiter goes on its own
+NO_WAIT_GIVEN = 300.0  # a lease's life when the caller named no bound
 
 
 class ResponseCache:
-    def __init__(self, settings: Settings, store: CacheStore, flights: Flights) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: CacheStore,
+        flights: Flights,
+        leases: FlightLeases | None = None,
+    ) -> None:
         self._mode = settings.cache
         self._scope = settings.cache_scope
         self.store = store
         self.flights = flights
+        self.leases = leases  # replicas' single-flight (DESIGN §12); None in one process
 
     def status(self, parsed: ParsedRequest, cache_control: str | None) -> CacheUse:
         """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
@@ -114,6 +132,9 @@ class ResponseCache:
                 lease = await self._join(key, wait)
                 entry = lease.entry
                 use.lease = lease if lease.leading else None
+                if use.lease is not None and self.leases is not None:
+                    entry, use.held = await self._across(key, wait, use.lease)
+                    use.lease = None if entry is not None else use.lease
             if entry is not None and may_serve is not None and not await may_serve(entry.model):
                 entry = None
             if entry is not None and (hit := self._replay(entry, parsed)) is not None:
@@ -141,6 +162,43 @@ class ResponseCache:
             raise _for_follower(lease.failure)
         return lease
 
+    async def _across(
+        self, key: str, wait: float | None, lease: Lease
+    ) -> tuple[Entry | None, Held | None]:
+        """This process leads `key`: lead across replicas too, or wait (at most `wait`) for
+        the replica that leads and take its stored answer, which this process's followers
+        then share. After `MAX_LEADERS` leases gone with nothing stored, on its own."""
+        assert self.leases is not None
+        leases, seconds = self.leases, wait if wait is not None else NO_WAIT_GIVEN
+        gone = 0  # leases ended (or answers evicted) with nothing to take
+        try:
+            async with asyncio.timeout(wait):
+                taken = await leases.take(key, seconds)
+                while gone < MAX_LEADERS:
+                    if taken == STORED:
+                        entry = await self.store.get(key)
+                        if entry is not None:
+                            lease.finish(entry)  # this process's followers take it too
+                            return entry, None
+                        gone += 1
+                    elif taken != ELSEWHERE:
+                        return None, Held(leases, key, taken)
+                    else:
+                        await asyncio.sleep(POLL_SECONDS)
+                        state = await leases.state(key)
+                        if state is not None:
+                            taken = state
+                            continue
+                        gone += 1
+                    taken = await leases.take(key, seconds)
+        except TimeoutError:
+            lease.release()
+            raise UpstreamTimeout(
+                f"The identical request this one waited for did not finish within {wait:.0f} s, "
+                "the longest this request's own attempts could have taken; retry it."
+            ) from None
+        return None, None
+
     async def keep(
         self,
         use: CacheUse,
@@ -162,7 +220,11 @@ class ResponseCache:
                     created=time.time(),
                     headers=tuple(headers.items()),
                 )
-                await self.store.put(use.key, entry)
+                if not await self.store.put(use.key, entry):
+                    entry = None
+        if use.held is not None:
+            await use.held.aend(entry is not None)
+            use.held = None
         if use.lease is not None:
             use.lease.finish(entry)
             use.lease = None

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 
 from redis.exceptions import RedisError
 
+from app.cache.flight import MemoryLeases
 from app.cache.store import MemoryCache
 from app.config import Settings
 from app.errors import RedisUnavailable
@@ -59,6 +60,7 @@ class _Local:
     cooldowns: MemoryCooldowns
     cache: MemoryCache
     sessions: MemorySessions
+    leases: MemoryLeases = field(default_factory=MemoryLeases)
     day_counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # r, t
     free_counts: dict[tuple[int, str], int] = field(default_factory=dict)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.shared.connection import Shared
 from app.team.quotas import (
@@ -23,7 +23,6 @@ from app.team.quotas import (
     Grant,
     KeyLimits,
     LimitView,
-    _Counts,
     _is_limited,
     _refusal,
     _views,
@@ -68,8 +67,15 @@ if ARGV[1] == '1'
     redis.call('PEXPIRE', KEYS[3], math.floor(lease_s * 1000) + 1000)
   end
 end
-return {admitted, lease, requests, tokens, held,
-        redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+-- Of the minute, only what the rules read: how many, the admission rpm places from the
+-- newest (a refusal's wait) and the newest (the view's reset); never the whole window.
+local n = redis.call('ZCARD', KEYS[1])
+local over, newest = '', ''
+if rpm > 0 and n >= rpm then
+  over = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')[2]
+end
+if n > 0 then newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2] end
+return {admitted, lease, requests, tokens, held, n, over, newest}
 """
 
 # KEYS: day counts. ARGV: requests, tokens, day expiry ms. Counts only ever rise.
@@ -81,6 +87,33 @@ for i, field in ipairs({'r', 't'}) do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
+
+
+class _Tail:
+    """The sliding minute as Redis returned it: its length, and the admission times at the
+    places the rules read (`_Window`)."""
+
+    __slots__ = ("_known", "_n")
+
+    def __init__(self, n: int, known: dict[int, float]) -> None:
+        self._n = n
+        self._known = known
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int, /) -> float:
+        return self._known[index + self._n if index < 0 else index]
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A key's counts as the admission script returned them (`_Seen`)."""
+
+    minute: _Tail
+    requests: int
+    tokens: int
+    leases: range  # the rules read only how many are in flight
 
 
 def _limit(value: int | None) -> int:
@@ -106,8 +139,8 @@ class RedisQuotas:
         key = self._shared.key
         return [key("q", name, "m"), key("q", name, "d", day), key("q", name, "c"), key("q", "id")]
 
-    async def _run(self, key: KeyLimits, now: float, admit: bool) -> tuple[int, int, _Counts]:
-        admitted, lease, requests, tokens, held, window = await self._count(
+    async def _run(self, key: KeyLimits, now: float, admit: bool) -> tuple[int, int, _Read]:
+        admitted, lease, requests, tokens, held, n, over, newest = await self._count(
             self._keys(key.name, now),
             [
                 int(admit),
@@ -120,13 +153,11 @@ class RedisQuotas:
                 LEASE_SECONDS,
             ],
         )
-        counts = _Counts(
-            minute=deque(float(score) for score in window[1::2]),
-            day=math.floor(now / DAY),
-            requests=int(requests),
-            tokens=int(tokens),
-            leases=set(range(int(held))),  # the rules read only how many are in flight
-        )
+        n = int(n)
+        known = {n - 1: float(newest)} if newest else {}
+        if over and key.rpm is not None:
+            known[n - key.rpm] = float(over)
+        counts = _Read(_Tail(n, known), int(requests), int(tokens), range(int(held)))
         return int(admitted), int(lease), counts
 
     async def admit(self, key: KeyLimits | None, now: float) -> Grant:

@@ -9,6 +9,7 @@ import contextlib
 import math
 from collections.abc import Mapping, Sequence
 
+from app.cache.flight import FlightLeases
 from app.cache.store import CacheStats, CacheStore, Entry
 from app.errors import QuotaExceeded
 from app.routing.cooldowns import CooldownStore, ModelStates
@@ -201,6 +202,30 @@ class FailoverCache:
 
     async def stats(self) -> CacheStats:
         return await self._f.run(self._redis.stats, self._f.local.cache.stats)
+
+
+class FailoverLeases:
+    """`FlightLeases` on Redis, or coalescing within this replica while Redis is away."""
+
+    def __init__(self, failover: Failover, redis: FlightLeases) -> None:
+        self._f = failover
+        self._redis = redis
+
+    async def take(self, key: str, seconds: float) -> str:
+        return await self._f.run(
+            lambda: self._redis.take(key, seconds), lambda: self._f.local.leases.take(key, seconds)
+        )
+
+    async def state(self, key: str) -> str | None:
+        return await self._f.run(
+            lambda: self._redis.state(key), lambda: self._f.local.leases.state(key)
+        )
+
+    async def end(self, key: str, token: str, stored: bool) -> None:
+        await self._f.run(
+            lambda: self._redis.end(key, token, stored),
+            lambda: self._f.local.leases.end(key, token, stored),
+        )
 
 
 class FailoverSessions:

@@ -20,7 +20,8 @@ from app.team import free_only
 from app.team.auth import Caller
 from app.team.budget import BudgetStore, BudgetView, allowance_message
 from app.team.database import Database
-from app.team.quotas import QuotaStore, ratelimit_headers
+from app.team.quota_views import ratelimit_headers
+from app.team.quotas import QuotaStore
 
 
 @dataclass(frozen=True, slots=True)

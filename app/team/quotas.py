@@ -6,7 +6,7 @@ through Redis later; `MemoryQuotas` is the in-process store. Its `admit` checks 
 one synchronous stretch (no `await` between), so on one event loop two requests cannot both
 take the last slot; a Redis store must do the same in one script. Which refusal to give and
 the `x-ratelimit-*` headers are pure functions over the counts (`_refusal`,
-`ratelimit_headers`). Every limit is checked
+`quota_views.ratelimit_headers`). Every limit is checked
 before any is taken, so a refused request counts toward nothing. Times are epoch seconds,
 because the daily limits reset at 00:00 UTC.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
@@ -119,38 +119,27 @@ _NO_LIMITS: dict[str, LimitView | None] = {
 NO_GRANT = Grant(_NO_LIMITS)
 
 
-def ratelimit_headers(views: dict[str, LimitView | None], now: float) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers for a limited key's counts, else `{}`."""
-    headers: dict[str, str] = {}
-    # The -requests headers describe whichever of rpm/rpd has fewer requests left (ties:
-    # the one that takes longer to reset), the one that will refuse the client first.
-    requests = [v for v in (views["rpm"], views["rpd"]) if v is not None]
-    if requests:
-        tightest = min(requests, key=lambda v: (v["remaining"], -(v["resets_at"] or 0.0)))
-        headers.update(_headers("requests", tightest, now))
-    if views["tpd"] is not None:
-        headers.update(_headers("tokens", views["tpd"], now))
-    return headers
-
-
-def usage_fields(snapshot: dict[str, LimitView | None]) -> dict[str, dict[str, object]]:
-    """Pivot a snapshot into GET /v1/usage's `limits`/`used`/`remaining`/`resets_at` (§4)."""
-    fields: dict[str, dict[str, object]] = {
-        "limits": {},
-        "used": {},
-        "remaining": {},
-        "resets_at": {},
-    }
-    for name, view in snapshot.items():
-        fields["limits"][name] = view["limit"] if view else None
-        fields["used"][name] = view["used"] if view else None
-        fields["remaining"][name] = view["remaining"] if view else None
-        fields["resets_at"][name] = view["resets_at"] if view else None
-    return fields
-
-
 def _is_limited(key: KeyLimits) -> bool:
     return not (key.rpm is None and key.rpd is None and key.tpd is None and key.concurrency is None)
+
+
+class _Window(Sized, Protocol):
+    """The sliding minute as the rules read it: how many, and one admission time by place."""
+
+    def __getitem__(self, index: int, /) -> float: ...
+
+
+class _Seen(Protocol):
+    """What the rules read of a key's counts: memory's `_Counts`, or what Redis returned."""
+
+    @property
+    def minute(self) -> _Window: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def leases(self) -> Sized: ...
 
 
 @dataclass(slots=True)
@@ -225,7 +214,7 @@ class MemoryQuotas:
         return _views(key, self._of(key, now), now)
 
 
-def _refusal(key: KeyLimits, counts: _Counts, now: float) -> QuotaExceeded | None:
+def _refusal(key: KeyLimits, counts: _Seen, now: float) -> QuotaExceeded | None:
     """The refusal whose wait is longest (retrying sooner would only be refused again)."""
     midnight = next_midnight(now)
     waits: list[tuple[float, str, str]] = []
@@ -258,7 +247,7 @@ def _refusal(key: KeyLimits, counts: _Counts, now: float) -> QuotaExceeded | Non
     )
 
 
-def _views(key: KeyLimits, counts: _Counts, now: float) -> dict[str, LimitView | None]:
+def _views(key: KeyLimits, counts: _Seen, now: float) -> dict[str, LimitView | None]:
     midnight = next_midnight(now)
 
     def view(limit: int | None, used: int, resets_at: float | None) -> LimitView | None:
@@ -277,15 +266,4 @@ def _views(key: KeyLimits, counts: _Counts, now: float) -> dict[str, LimitView |
         "rpd": view(key.rpd, counts.requests, midnight),
         "tpd": view(key.tpd, counts.tokens, midnight),
         "concurrency": view(key.concurrency, len(counts.leases), None),
-    }
-
-
-def _headers(unit: str, view: LimitView, now: float) -> dict[str, str]:
-    """`x-ratelimit-reset-*` is the time until the limit is back to its initial state, as
-    OpenAI defines it (https://platform.openai.com/docs/guides/rate-limits)."""
-    resets_at = view["resets_at"]
-    return {
-        f"x-ratelimit-limit-{unit}": str(view["limit"]),
-        f"x-ratelimit-remaining-{unit}": str(view["remaining"]),
-        f"x-ratelimit-reset-{unit}": reset_duration(0 if resets_at is None else resets_at - now),
     }

@@ -1,0 +1,54 @@
+"""Single-flight leases in Redis (DESIGN §12): identical misses on different replicas make
+one upstream call. A lease is one key per cache key, `SET NX PX` with a token, so it lapses
+with a replica that died mid-call; the leader replaces it with `STORED` once the answer is
+in the shared cache, or deletes it when there is nothing to share."""
+
+from __future__ import annotations
+
+import secrets
+
+from app.cache.flight import ELSEWHERE, STORED, STORED_SECONDS
+from app.shared.connection import Shared
+
+# KEYS: lease. ARGV: token, ms. The token if taken, else what holds it ('' if it just lapsed).
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
+return redis.call('GET', KEYS[1]) or ''
+"""
+
+# KEYS: lease. ARGV: token, STORED or '' (nothing stored), ms STORED stays.
+_END = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
+class RedisLeases:
+    """`FlightLeases` shared by every replica on one Redis."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+        self._take = shared.script(_TAKE)
+        self._end = shared.script(_END)
+
+    def _key(self, key: str) -> str:
+        return self._shared.key("flight", key)
+
+    async def take(self, key: str, seconds: float) -> str:
+        token = secrets.token_hex(8)
+        held = await self._take([self._key(key)], [token, max(1, int(seconds * 1000))])
+        if held == token.encode():
+            return token
+        return STORED if held == STORED.encode() else ELSEWHERE
+
+    async def state(self, key: str) -> str | None:
+        held = await self._shared.client.get(self._key(key))
+        if held is None:
+            return None
+        return STORED if held == STORED.encode() else ELSEWHERE
+
+    async def end(self, key: str, token: str, stored: bool) -> None:
+        marker = STORED if stored else ""
+        await self._end([self._key(key)], [token, marker, int(STORED_SECONDS * 1000)])
