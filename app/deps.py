@@ -28,6 +28,7 @@ from app.upstream.counting import TokenCounter
 from app.upstream.streams import OpenStreams
 
 if TYPE_CHECKING:
+    from app.shared.activity import SharedActivity
     from app.shared.failover import Failover
 
 
@@ -51,6 +52,7 @@ class Services:
     descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
     activity: Activity = field(default_factory=Activity)  # what the status page shows
     failover: Failover | None = None  # Redis or memory (DESIGN §12); None without Redis
+    replicas_activity: SharedActivity | None = None  # every replica's activity; needs Redis
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -26,6 +26,7 @@ from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
+from app.shared.activity import SharedActivity
 from app.state import Stores, build_stores
 from app.status.activity import Activity, Recorders
 from app.status.board import StatusBoard
@@ -62,6 +63,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.team.start()
         await stores.start()
+        if services.replicas_activity is not None:
+            services.replicas_activity.start()
         await _seed(services.team, quotas, budget, now())
         following = _follow_free_allowance(services)
         yield
@@ -138,6 +141,9 @@ def _services(
         descriptors=descriptors,
         activity=activity,
         failover=stores.failover,
+        replicas_activity=None
+        if stores.failover is None
+        else SharedActivity(stores.failover, activity),
     )
     return services, stores
 

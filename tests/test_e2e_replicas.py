@@ -18,6 +18,7 @@ from app.main import create_app
 from tests.conftest import make_settings
 from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply, provider_429
 from tests.live_server import LiveServer
+from tests.polling import wait_until
 from tests.redis_server import PASSWORD
 from tests.test_e2e_team import CHAT, HI, bearer, create_key, run_cli
 
@@ -218,3 +219,27 @@ def chat(url: str, secret: str) -> httpx.Response:
 
 def usage(url: str, secret: str) -> Any:
     return httpx.get(f"{url}/v1/usage", headers=bearer(secret), timeout=30).json()
+
+
+def test_the_status_snapshot_of_one_replica_shows_the_failures_and_attempts_of_all(
+    db: Path, fake_server: LiveServer, redis_url: str
+):
+    """Each replica publishes its activity to Redis; any replica's page shows the whole
+    deployment's within a few seconds (DESIGN §13)."""
+    made_up = "nobody/no-such-model"
+    with ExitStack() as stack:
+        one, other = start_replicas(stack, 2, fake_server, db, redis_url)
+        failed = httpx.post(
+            f"{one.url}{CHAT}", json={"model": made_up, "messages": HI}, headers=bearer("sk-any")
+        )
+        assert failed.status_code >= 400
+        assert chat(one.url, "sk-any").status_code == 200
+        assert chat(other.url, "sk-any").status_code == 200
+
+        def whole_deployment() -> bool:
+            snapshot = httpx.get(f"{other.url}/status/snapshot", timeout=5).json()
+            attempts = {m["id"]: m["attempts_15m"] for m in snapshot["models"]}
+            failures = [f["model"] for f in snapshot["failures"]]
+            return attempts.get(SCOUT) == 2 and failures == [made_up]
+
+        wait_until(whole_deployment, 5, "replica A's failure and attempts on replica B's page")

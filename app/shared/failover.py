@@ -132,6 +132,11 @@ class Failover:
                 async with asyncio.timeout(CALL_DEADLINE):
                     await self.shared.client.zrem(self._replicas, self._id)
 
+    @property
+    def replica(self) -> str:
+        """This replica's id in the heartbeat set (and its activity's key)."""
+        return self._id
+
     def check(self) -> None:
         """Refuse an inference request while Redis is away in `closed` mode."""
         if not self.up and self.mode == "closed":

@@ -8,6 +8,9 @@ recently seen goes first, so ids made up by clients cannot grow it), WINDOW_MINU
 each, OVERHEAD_SAMPLES overhead samples and FAILURES failures. A failure keeps only what
 the proxy itself knows (time, key name, route, model, status, its own error code): never
 upstream text, a prompt, an answer or a secret.
+
+The page reads `merge` of `export`s: this process's alone, or with Redis every live
+replica's (app/shared/activity.py), so it shows the whole deployment.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ FAILURES = 50
 MAX_SHOWN_CHARS = 200
 # Milliseconds; the p50 shown is the upper bound of the bucket holding the median.
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
+# The proxy's own overhead, milliseconds: replicas share it as counts in these buckets.
+OVERHEAD_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 1000)
 
 
 @dataclass(slots=True)
@@ -107,43 +112,77 @@ class Activity:
                 }
             )
 
-    def models(self) -> dict[str, dict[str, Any]]:
-        """Each model seen in the window: attempts, success rate and p50 latency."""
+    def export(self) -> dict[str, Any]:
+        """What this replica saw, as plain JSON for `merge` (here or on another replica):
+        the window's minutes per model, the overhead samples as a histogram, the failures."""
         since = int(self._clock() // 60) - WINDOW_MINUTES
-        result: dict[str, dict[str, Any]] = {}
-        for model, minutes in self._models.items():
-            recent = [m for m in minutes if m.minute > since]
-            if not recent:
-                continue
-            ok = sum(m.ok for m in recent)
-            failed = sum(m.failed for m in recent)
-            latency = [sum(counts) for counts in zip(*(m.latency for m in recent), strict=True)]
-            result[model] = {
-                "attempts_15m": ok + failed,
-                "success_rate": round(ok / (ok + failed), 3) if ok + failed else None,
-                "p50_ms": _median_bucket(latency),
-            }
-        return result
-
-    def overhead_ms(self) -> dict[str, float | None]:
-        samples = sorted(self._overhead)
-        if not samples:
-            return {"p50": None, "p99": None}
+        models = {
+            model: [
+                [m.minute, m.ok, m.failed, list(m.latency)] for m in minutes if m.minute > since
+            ]
+            for model, minutes in self._models.items()
+        }
+        overhead = [0] * (len(OVERHEAD_BUCKETS_MS) + 1)
+        for sample in self._overhead:
+            overhead[bisect.bisect_left(OVERHEAD_BUCKETS_MS, sample)] += 1
         return {
-            "p50": round(samples[len(samples) // 2], 2),
-            "p99": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2),
+            "models": {model: minutes for model, minutes in models.items() if minutes},
+            "overhead": overhead,
+            "failures": list(self.failures),
         }
 
 
-def _median_bucket(counts: list[int]) -> int | None:
+def merge(exports: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Several replicas' exports as the page shows them: each model's attempts, success
+    rate and p50 over the window (counts and histograms summed), the overhead's p50/p99,
+    and the latest FAILURES failures, newest first."""
+    since = int(now // 60) - WINDOW_MINUTES
+    totals: dict[str, list[Any]] = {}  # model -> ok, failed, latency counts
+    overhead = [0] * (len(OVERHEAD_BUCKETS_MS) + 1)
+    failures: list[dict[str, Any]] = []
+    for export in exports:
+        for model, minutes in export["models"].items():
+            for minute, ok, failed, latency in minutes:
+                if minute > since:
+                    total = totals.setdefault(model, [0, 0, [0] * (len(LATENCY_BUCKETS_MS) + 1)])
+                    total[0] += ok
+                    total[1] += failed
+                    _add(total[2], latency)
+        _add(overhead, export["overhead"])
+        failures.extend(export["failures"])
+    failures.sort(key=lambda failure: failure["time"])
+    return {
+        "models": {
+            model: {
+                "attempts_15m": ok + failed,
+                "success_rate": round(ok / (ok + failed), 3) if ok + failed else None,
+                "p50_ms": _bucket(latency, 0.5, LATENCY_BUCKETS_MS),
+            }
+            for model, (ok, failed, latency) in totals.items()
+        },
+        "overhead_ms": {
+            "p50": _bucket(overhead, 0.5, OVERHEAD_BUCKETS_MS),
+            "p99": _bucket(overhead, 0.99, OVERHEAD_BUCKETS_MS),
+        },
+        "failures": failures[-FAILURES:][::-1],
+    }
+
+
+def _add(into: list[int], counts: list[int]) -> None:
+    for index, count in enumerate(counts[: len(into)]):
+        into[index] += count
+
+
+def _bucket(counts: list[int], share: float, bounds: tuple[float, ...]) -> float | None:
+    """The upper bound of the bucket holding the `share` quantile; None past the last."""
     total = sum(counts)
     if not total:
         return None
     seen = 0
     for index, count in enumerate(counts):
         seen += count
-        if seen * 2 >= total:
-            return LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else None
+        if seen >= share * total:
+            return bounds[index] if index < len(bounds) else None
     return None
 
 

@@ -5,7 +5,8 @@ shared by every reader.
 It reads the stores through their public methods only: the key ring and GET /v1/usage's own
 code path for each key's limits, the daily totals for today and the last 14 days (never the
 raw usage records, so it stays fast with millions of them), the cooldown store, the free
-budget, the cache's stats, `/readyz`'s checks and this process's `Activity`. Pages and
+budget, the cache's stats, `/readyz`'s checks and the `Activity` of this process (merged
+with every live replica's when Redis is set). Pages and
 their event streams take it as it is within the interval; `/v1/models` and `/metrics` ask
 for a `current` one, assembled again when this process has finished a request since, so
 neither shows a cooldown or a budget one request old.
@@ -20,6 +21,7 @@ from app.api.admin import usage_report
 from app.api.health import ready_checks
 from app.deps import Services
 from app.errors import DatabaseError, DatabaseUnavailable, UpstreamError
+from app.status.activity import merge
 from app.status.board import Snapshot
 from app.team.auth import Caller
 from app.team.usage import DAY
@@ -40,7 +42,10 @@ async def assemble(services: Services) -> Snapshot:
     daily = _Daily(rows, int(now // DAY))
     budget = await services.gate.free_budget(None)
     keys = await _keys(services, daily.today_key, now)
-    models, cooling, failing, catalogue = await _models(services, daily.today_model, now)
+    seen = merge(await _exports(services), now)
+    models, cooling, failing, catalogue = await _models(
+        services, daily.today_model, seen["models"], now
+    )
     checks = await ready_checks(services)
     stats = await services.cache.store.stats()
     redis = checks.get("redis")
@@ -64,13 +69,13 @@ async def assemble(services: Services) -> Snapshot:
             "bytes": stats.bytes,
             "hit_rate_today": round(hits / requests, 3) if requests else None,
         },
-        "overhead_ms": services.activity.overhead_ms(),
+        "overhead_ms": seen["overhead_ms"],
         "replicas": _replicas(services),
         "health": {
             "database": checks["database"],
             "redis": redis if redis is not None else {"ok": None, "detail": "not configured"},
         },
-        "failures": list(reversed(services.activity.failures)),
+        "failures": seen["failures"],
     }
 
 
@@ -143,12 +148,21 @@ async def _keys(
     return keys
 
 
+async def _exports(services: Services) -> list[dict[str, Any]]:
+    """This process's activity, and with Redis every live replica's."""
+    if services.replicas_activity is None:
+        return [services.activity.export()]
+    return await services.replicas_activity.exports()
+
+
 async def _models(
-    services: Services, today_model: dict[str, int], now: float
+    services: Services,
+    today_model: dict[str, int],
+    recent: dict[str, dict[str, Any]],
+    now: float,
 ) -> tuple[list[dict[str, Any]], dict[str, float], frozenset[str], list[str]]:
     """The models used today or lately (at most MAX_MODELS_SHOWN), each with its state;
     the cooling and failing ones of the catalogue; the catalogue's ids."""
-    recent = services.activity.models()
     try:
         catalogue = list(await services.catalogue.models())
     except UpstreamError:
