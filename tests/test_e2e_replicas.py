@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.fake_openrouter import SCOUT, FakeOpenRouter, Reply, provider_429
 from tests.live_server import LiveServer
 from tests.polling import wait_until
 from tests.redis_server import PASSWORD
+from tests.replicas import Replica, Replicas, replica_env
 from tests.test_e2e_team import CHAT, HI, bearer, create_key, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +42,18 @@ def start_replicas(
     return replicas
 
 
-def warm(replicas: list[LiveServer], connections: int = 8) -> None:
+def start_processes(
+    stack: ExitStack, n: int, fake_server: LiveServer, db: Path, redis_url: str, workdir: Path
+) -> list[Replica]:
+    """`n` replicas as `serve` processes (each its own interpreter, as deployed) on one
+    Redis and one database: for the bursts, which in-process replicas share one GIL for."""
+    env = replica_env(fake_server.url, PROXY_DB_PATH=str(db), PROXY_REDIS_URL=redis_url)
+    replicas = list(stack.enter_context(Replicas(n, env, workdir)))
+    warm(replicas)
+    return replicas
+
+
+def warm(replicas: Sequence[LiveServer | Replica], connections: int = 8) -> None:
     """Open each replica's Redis connections before a test's burst. Here every replica and
     the clients share one process, so a burst that also had to connect could stall a call
     past the proxy's short Redis timeout and (rightly) fail over to local state, which is
@@ -65,11 +78,11 @@ def post_all(urls: list[str], secret: str, body: dict[str, object]) -> list[http
 
 
 def test_ninety_concurrent_requests_over_three_replicas_admit_exactly_rpm(
-    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str, tmp_path: Path
 ):
     secret = create_key(db, "alice", "--rpm", "10")
     with ExitStack() as stack:
-        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        proxies = start_processes(stack, 3, fake_server, db, redis_url, tmp_path)
         urls = [proxies[n % 3].url for n in range(90)]
         statuses = [r.status_code for r in post_all(urls, secret, {"model": SCOUT, "messages": HI})]
     assert (statuses.count(200), statuses.count(429)) == (10, 80)
@@ -142,7 +155,7 @@ def poll_until(predicate: Any, within: float) -> None:
 
 
 def test_twenty_identical_misses_over_three_replicas_make_one_upstream_call(
-    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str
+    fake: FakeOpenRouter, db: Path, fake_server: LiveServer, redis_url: str, tmp_path: Path
 ):
     """Single-flight across replicas: one replica leads, the others wait for its stored
     answer and serve it as a hit (DESIGN §12)."""
@@ -150,7 +163,7 @@ def test_twenty_identical_misses_over_three_replicas_make_one_upstream_call(
     fake.set_default(SCOUT, Reply(first_byte_delay=0.5))  # every miss overlaps the leader's
     body = {"model": SCOUT, "messages": HI, "temperature": 0}
     with ExitStack() as stack:
-        proxies = start_replicas(stack, 3, fake_server, db, redis_url)
+        proxies = start_processes(stack, 3, fake_server, db, redis_url, tmp_path)
         answers = post_all([proxies[n % 3].url for n in range(20)], secret, body)
     assert [a.status_code for a in answers] == [200] * 20
     assert len(fake.chat_requests()) == 1
