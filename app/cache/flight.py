@@ -203,16 +203,13 @@ class FlightLeases(Protocol):
     async def take(self, key: str, seconds: float) -> str:
         """A fresh token: this caller leads; `STORED`: the answer is in the cache;
         `ELSEWHERE`: someone else leads."""
-        ...
 
     async def state(self, key: str) -> str | None:
         """`STORED`, `ELSEWHERE` (a leader is at work) or None (no lease: free to take)."""
-        ...
 
     async def end(self, key: str, token: str, stored: bool) -> None:
         """The leader is done: `stored` leaves `STORED` for a while, else the lease goes
         (a waiter then leads). A token no longer current (the lease expired) changes nothing."""
-        ...
 
 
 class MemoryLeases:
