@@ -19,33 +19,12 @@ from app.team.keys import SECRET_PREFIX, hash_secret
 from app.team.retention import PRUNE_BATCH, prune_old_records
 from app.team.stores import KeyStore, UsageStore
 from app.team.usage import DAY, UsageRecord
+from tests.test_team_usage import NOW, record  # one way to build a record
 
-NOW = 1_800_000_000.0 - (1_800_000_000 % DAY) + 12 * 3600  # noon UTC
 TODAY = "2027-01-15"
 YESTERDAY = "2027-01-14"
 
 pytestmark = pytest.mark.anyio
-
-
-def record(**fields) -> UsageRecord:
-    values = {
-        "time": NOW,
-        "key": "alice",
-        "route": "/v1/chat/completions",
-        "requested_model": "free",
-        "served_model": "a/m:free",
-        "attempts": 1,
-        "status": 200,
-        "stream": False,
-        "cache": "miss",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "cost": None,
-        "latency_ms": 12.5,
-        "ttft_ms": None,
-        **fields,
-    }
-    return UsageRecord(**values)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
