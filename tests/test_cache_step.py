@@ -52,7 +52,7 @@ async def test_a_chat_answer_is_kept_and_replayed_as_a_stream_too():
     step = cache()
     use = await step.lookup(chat(), None, None)
     assert use.status == "MISS"
-    await step.keep(use, chat(), orjson.dumps(CHAT_ANSWER), "vendor/a", {})
+    await step.keep(use, CHAT, orjson.dumps(CHAT_ANSWER), "vendor/a", {})
     streamed = await step.lookup(chat(stream=True), None, None)
     assert streamed.status == "HIT" and streamed.hit is not None
     assert streamed.hit.media_type == "text/event-stream"
@@ -63,7 +63,7 @@ async def test_an_unfinished_chat_answer_is_not_kept():
     step = cache()
     unfinished = {**CHAT_ANSWER, "choices": [{"index": 0, "message": {}, "finish_reason": None}]}
     use = await step.lookup(chat(), None, None)
-    await step.keep(use, chat(), orjson.dumps(unfinished), "vendor/a", {})
+    await step.keep(use, CHAT, orjson.dumps(unfinished), "vendor/a", {})
     assert (await step.lookup(chat(), None, None)).status == "MISS"
 
 
@@ -74,7 +74,7 @@ async def test_a_messages_stream_is_kept_as_sent_and_replayed_only_as_a_stream()
     use = await step.lookup(streamed, None, None)
     for event in MESSAGE_STREAM:
         use.tap(event)
-    await step.keep(use, streamed, None, "vendor/a", {})
+    await step.keep(use, streamed.dialect, None, "vendor/a", {})
     hit = await step.lookup(streamed, None, None)
     assert hit.hit is not None and hit.hit.body == b"".join(MESSAGE_STREAM)
     plain = request(MESSAGES, {**body, "stream": False})
@@ -86,7 +86,7 @@ async def test_a_responses_stream_without_its_completed_event_is_not_kept():
     streamed = request(RESPONSES, {"input": "hi", "stream": True})
     use = await step.lookup(streamed, None, None)
     use.tap(b'event: response.created\ndata: {"type":"response.created"}\n\n')
-    await step.keep(use, streamed, None, "vendor/a", {})
+    await step.keep(use, streamed.dialect, None, "vendor/a", {})
     assert (await step.lookup(streamed, None, None)).status == "MISS"
 
 

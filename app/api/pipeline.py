@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from app.api.disconnect import cancelled_when_gone
 from app.api.intake import forwarded_headers, read_body, read_headers, request_id_for
+from app.api.stream_end import StreamEnd, spend_tokens
 from app.api.trace import Trace
 from app.cache.step import NOT_USED, CacheUse
 from app.deps import services_of
@@ -34,7 +35,7 @@ from app.routing.attempts import Attempt, Served
 from app.team.auth import OPEN, Caller
 from app.team.gate import Admission
 from app.upstream.client import Answer, Call, OpenedStream
-from app.upstream.relay import EventStreamResponse, StreamOutcome, relay
+from app.upstream.relay import EventStreamResponse, relay
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
@@ -201,58 +202,46 @@ class Flow:
         result, trace = answer.result, self.trace
         trace.served, trace.attempts, trace.usage = answer.model, answer.attempts, result.usage
         await self.services.cache.keep(
-            self.cache, parsed, result.body, answer.model, result.headers
+            self.cache, parsed.dialect, result.body, answer.model, result.headers
         )
-        await self._spent()
+        await spend_tokens(self.services.gate, self.caller, trace.usage)
         trace.finish(self.services.team.usage, 200)
         headers = {**result.headers, **self._headers(answer.model, answer.attempts)}
         return Response(result.body, media_type="application/json", headers=headers)
 
     def _stream(self, parsed: ParsedRequest, opened: Served[OpenedStream]) -> Response:
-        trace = self.trace
+        """The committed stream's response. What it keeps until it ends is a `StreamEnd`,
+        never this flow: no other attempt can follow, so the request's body, its parsed
+        JSON and the client's headers are let go here (issue 28)."""
+        trace, admission = self.trace, self.admission
+        assert admission is not None  # admitted before any attempt
         trace.served, trace.attempts = opened.model, opened.attempts
         trace.first_content()
         options = parsed.data.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         self.streaming = True
-
-        async def finished(outcome: StreamOutcome) -> None:
-            trace.usage = outcome.spent(parsed)
-            clean = outcome.done and outcome.error is None and not outcome.cancelled
-            try:
-                if clean:
-                    result = opened.result
-                    await self.services.cache.keep(
-                        self.cache, parsed, None, opened.model, result.headers
-                    )
-                self.cache.release()
-                await self._spent()
-            finally:
-                if self.admission is not None:
-                    await self.admission.done()
-                error = (outcome.error or {}).get("message")
-                trace.finish(
-                    self.services.team.usage, 499 if outcome.cancelled else 200, error=error
-                )
-
+        stream = opened.result
+        end = StreamEnd(
+            self.services,
+            trace,
+            self.cache,
+            admission,
+            parsed.dialect,
+            opened.model,
+            stream.headers,
+            prompt_tokens=parsed.needs.prompt_tokens,
+        )
         return EventStreamResponse(
             relay(
-                opened.result,
+                stream,
                 parsed.dialect,
-                finished,
+                end,
                 include_usage=include_usage,
                 streams=self.services.streams,
                 tap=self.cache.tap if self.cache.recorder is not None else None,
             ),
-            headers={**opened.result.headers, **self._headers(opened.model, opened.attempts)},
+            headers={**stream.headers, **self._headers(opened.model, opened.attempts)},
         )
-
-    async def _spent(self) -> None:
-        usage = self.trace.usage
-        if usage is not None and self.caller.key is not None:
-            await self.services.gate.tokens(
-                self.caller, usage.prompt_tokens + usage.completion_tokens
-            )
 
     def _headers(self, model: str | None, attempts: int) -> dict[str, str]:
         """The proxy's own response headers (DESIGN §4), on answers and errors alike."""

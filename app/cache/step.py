@@ -202,7 +202,7 @@ class ResponseCache:
     async def keep(
         self,
         use: CacheUse,
-        parsed: ParsedRequest,
+        dialect: Dialect,
         body: bytes | None,
         model: str,
         headers: dict[str, str],
@@ -211,7 +211,7 @@ class ResponseCache:
         and hand it to the requests waiting on this flight."""
         entry: Entry | None = None
         if use.store and use.key is not None:
-            stored, as_stream = self._answer(use, parsed.dialect, body)
+            stored, as_stream = self._answer(use, dialect, body)
             if stored is not None:
                 entry = Entry(
                     body=stored,

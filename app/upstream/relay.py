@@ -21,7 +21,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ProxyError, ServerStopping, UpstreamBroken, UpstreamError, UpstreamTimeout
-from app.request import Dialect, ParsedRequest, Usage
+from app.request import Dialect, Usage
 from app.sse import Kind, split_events
 from app.upstream.client import OpenedStream
 from app.upstream.reading import check_event_size, malformed, next_chunk
@@ -66,14 +66,14 @@ class StreamOutcome:
                 self.usage = usage
         return block
 
-    def spent(self, request: ParsedRequest) -> Usage:
+    def spent(self, prompt_tokens: int) -> Usage:
         """The usage OpenRouter reported; for a stream cut before it (the client left, the
         upstream broke or stalled), what was relayed at 4 bytes a token and the request's
-        own prompt estimate, marked as estimated (DESIGN §7)."""
+        own prompt estimate (`prompt_tokens`), marked as estimated (DESIGN §7)."""
         if self.usage is not None:
             return self.usage
         return Usage(
-            prompt_tokens=request.needs.prompt_tokens,
+            prompt_tokens=prompt_tokens,
             completion_tokens=-(-self.output // 4),
             estimated=True,
         )
@@ -96,11 +96,11 @@ async def relay(
     if streams is not None:
         streams.add(reader)
     try:
-        head = outcome.scan(opened.head)
+        block, opened.head = outcome.scan(opened.head), b""  # not kept for the stream's life
         if tap is not None:
-            tap(head)
-        if head := dialect.relayed(head, include_usage):
-            yield head
+            tap(block)
+        if block := dialect.relayed(block, include_usage):
+            yield block
         while not outcome.done and not outcome.malformed:
             chunk = await next_chunk(reader, opened.model)
             if chunk is None:
