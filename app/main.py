@@ -26,7 +26,6 @@ from app.routing.candidates import Router
 from app.routing.catalogue import Catalogue
 from app.server.asgi import ProxyApp
 from app.server.browser import BrowserGuard
-from app.shared.activity import SharedActivity
 from app.state import Stores, build_stores
 from app.status.activity import Activity, Recorders
 from app.status.board import StatusBoard
@@ -45,6 +44,8 @@ from app.upstream.transport import AiohttpTransport, Transport, proxy_for
 
 if TYPE_CHECKING:
     import httpx
+
+    from app.shared.activity import SharedActivity
 
 
 def create_app(
@@ -141,11 +142,18 @@ def _services(
         descriptors=descriptors,
         activity=activity,
         failover=stores.failover,
-        replicas_activity=None
-        if stores.failover is None
-        else SharedActivity(stores.failover, activity),
+        replicas_activity=_replicas_activity(stores, activity),
     )
     return services, stores
+
+
+def _replicas_activity(stores: Stores, activity: Activity) -> SharedActivity | None:
+    """Every replica's activity through Redis; imported only with Redis in use (state.py)."""
+    if stores.failover is None:
+        return None
+    from app.shared.activity import SharedActivity
+
+    return SharedActivity(stores.failover, activity)
 
 
 async def _seed(team: Database, quotas: QuotaStore, budget: BudgetStore, now: float) -> None:

@@ -6,30 +6,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.cache.flight import FlightLeases
 from app.cache.store import CacheStore, MemoryCache
 from app.config import MIB, Settings
 from app.routing.cooldowns import CooldownStore, MemoryCooldowns
-from app.shared.budget import RedisBudget
-from app.shared.cache import RedisCache
-from app.shared.connection import Shared
-from app.shared.cooldowns import RedisCooldowns
-from app.shared.failover import Failover
-from app.shared.flights import RedisLeases
-from app.shared.quotas import RedisQuotas
-from app.shared.sessions import RedisSessions
-from app.shared.twins import (
-    FailoverBudget,
-    FailoverCache,
-    FailoverCooldowns,
-    FailoverLeases,
-    FailoverQuotas,
-    FailoverSessions,
-)
 from app.status.sessions import MemorySessions, SessionStore
 from app.team.budget import BudgetStore, MemoryBudget
 from app.team.quotas import MemoryQuotas, QuotaStore
+
+if TYPE_CHECKING:
+    from app.shared.failover import Failover
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +52,31 @@ def build_stores(settings: Settings, clock: Callable[[], float]) -> Stores:
             None,
             None,
         )
-    shared = Shared(settings.redis_url, settings.redis_prefix)
+    return _shared_stores(settings, settings.redis_url, clock)
+
+
+def _shared_stores(settings: Settings, url: str, clock: Callable[[], float]) -> Stores:
+    """The Redis stores behind their failover. Imported here, not at the top: the redis
+    client's modules cost a process about 7 MiB of memory that one without Redis never
+    uses (bench/README.md, "Memory per open stream")."""
+    from app.shared.budget import RedisBudget
+    from app.shared.cache import RedisCache
+    from app.shared.connection import Shared
+    from app.shared.cooldowns import RedisCooldowns
+    from app.shared.failover import Failover
+    from app.shared.flights import RedisLeases
+    from app.shared.quotas import RedisQuotas
+    from app.shared.sessions import RedisSessions
+    from app.shared.twins import (
+        FailoverBudget,
+        FailoverCache,
+        FailoverCooldowns,
+        FailoverLeases,
+        FailoverQuotas,
+        FailoverSessions,
+    )
+
+    shared = Shared(url, settings.redis_prefix)
     budget = RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd)
     failover = Failover(shared, settings, budget, clock)
     max_bytes = int(settings.cache_max_mb * MIB)
