@@ -547,7 +547,8 @@ class FakeConnection(asyncio.Protocol):
         else:
             stats.chat_requests += 1
         try:
-            request = orjson.loads(b"".join(self.body))
+            body, self.body = b"".join(self.body), []  # not kept while a stream is held
+            request = orjson.loads(body)
             model = request["model"]
             if not isinstance(model, str):
                 raise TypeError("model")
