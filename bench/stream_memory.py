@@ -16,8 +16,10 @@ is possible any more (committed). Measured per prompt size:
 
 Processes as in `python -m bench.run`: `python -m app serve` with the runner's settings
 (open mode, defaults), pinned to the first CPU; the fake and this process (the clients) to
-the second. `--floor` adds bench/floors.py's aiohttp pass-through (RSS only); `--top N`
-prints the N allocation sites holding most while the streams are open (`--frames` deep).
+the second. `--batch N` opens them N at a time (each batch once the last has opened), so
+the figures show what open streams hold without the burst of 1,000 requests read at once;
+`--floor` adds bench/floors.py's aiohttp pass-through (RSS only); `--top N` prints the N
+allocation sites holding most while the streams are open (`--frames` deep).
 """
 
 from __future__ import annotations
@@ -87,10 +89,11 @@ class Measured:
 
 
 class Streams:
-    """`n` streams opened at once with `body`; each is read (and so held) until closed."""
+    """`n` streams opened with `body`, all at once or `batch` at a time (each batch once
+    the last has opened); each is read, and so held, until closed."""
 
-    def __init__(self, url: str, body: bytes, n: int) -> None:
-        self.url, self.body, self.n = url, body, n
+    def __init__(self, url: str, body: bytes, n: int, batch: int = 0) -> None:
+        self.url, self.body, self.n, self.batch = url, body, n, batch or n
         self.opened = 0
         self.errors: dict[str, int] = {}
         self.all_open = asyncio.Event()
@@ -99,11 +102,18 @@ class Streams:
 
     async def __aenter__(self) -> Streams:
         self._session = new_session()
-        self._tasks = [asyncio.ensure_future(self._one(self._session)) for _ in range(self.n)]
+        while len(self._tasks) < self.n:
+            more = min(self.batch, self.n - len(self._tasks))
+            self._tasks += [asyncio.ensure_future(self._one(self._session)) for _ in range(more)]
+            while len(self._tasks) < self.n and not self._done(len(self._tasks)):
+                await asyncio.sleep(0.005)  # the next batch once this one has opened
         return self
 
+    def _done(self, count: int) -> bool:
+        return self.opened + sum(self.errors.values()) >= count
+
     def _settled(self) -> None:
-        if self.opened + sum(self.errors.values()) >= self.n:
+        if self._done(self.n):
             self.all_open.set()
 
     async def _one(self, session: aiohttp.ClientSession) -> None:
@@ -134,7 +144,7 @@ class Streams:
 class Bench:
     def __init__(self, plan: CpuPlan, tmp: Path, args: argparse.Namespace) -> None:
         self.plan, self.tmp, self.top, self.frames = plan, tmp, args.top, args.frames
-        self.prompts, self.floor = args.prompts, args.floor
+        self.prompts, self.floor, self.batch = args.prompts, args.floor, args.batch
         self.fake: Server | None = None
         self.serial = 0
 
@@ -187,7 +197,7 @@ class Bench:
                 await asyncio.sleep(SETTLE_S)
                 before = rss_kib(proxy.pid)
                 sampler = RssSampler(proxy.pid).start()
-                async with Streams(url, body, STREAMS) as streams:
+                async with Streams(url, body, STREAMS, self.batch) as streams:
                     try:
                         await asyncio.wait_for(streams.all_open.wait(), OPEN_TIMEOUT_S)
                     except TimeoutError:
@@ -243,9 +253,10 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def report(results: list[Measured]) -> str:
+def report(results: list[Measured], batch: int) -> str:
+    opened = f"{batch} at a time" if batch else "at once"
     lines = [
-        f"{STREAMS:,} streams opened at once, held open by the fake (`bench/slow-{HOLD_MS}`).",
+        f"{STREAMS:,} streams opened {opened}, held open by the fake (`bench/slow-{HOLD_MS}`).",
         "",
         "| target | prompt | body bytes | open | peak RSS MiB | RSS before → open MiB "
         "| RSS per open stream KiB | Python bytes per open stream KiB | Python peak MiB "
@@ -321,12 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     parser.add_argument("--prompts", choices=("both", "small", "200kb"), default="both")
     parser.add_argument("--floor", action="store_true", help="also the aiohttp floor (RSS)")
+    parser.add_argument("--batch", type=int, default=0, help="open N at a time (0: all at once)")
     args = parser.parse_args(argv)
     plan = CpuPlan.detect(not args.no_pin)
     plan.pin_self()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         results = asyncio.run(Bench(plan, Path(tmp), args).run())
-    print(report(results))
+    print(report(results, args.batch))
     if any(m.errors or m.opened < STREAMS for m in results):
         sys.exit(1)
 
