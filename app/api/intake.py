@@ -29,6 +29,8 @@ FORWARDED = (
 # shared by the whole team, so a client may ask for it only in open mode or with
 # PROXY_CACHE_SCOPE=global (DESIGN §5).
 OPENROUTER_CACHE = ("x-openrouter-cache", "x-openrouter-cache-ttl", "x-openrouter-cache-clear")
+_FORWARDED = frozenset(FORWARDED)
+_FORWARDED_WITH_CACHE = frozenset(FORWARDED + OPENROUTER_CACHE)
 # Every client header a pipeline step reads, gathered in one pass over the request's
 # headers: Starlette's `headers.get` scans them all on each call.
 _READ = frozenset(
@@ -65,11 +67,10 @@ def forwarded_headers(headers: dict[str, str], *, openrouter_cache: bool) -> dic
     value is turned back into its bytes and read as UTF-8; a value that is not valid
     UTF-8 is dropped rather than sent double-encoded.
     """
-    names = FORWARDED + OPENROUTER_CACHE if openrouter_cache else FORWARDED
+    names = _FORWARDED_WITH_CACHE if openrouter_cache else _FORWARDED
     forwarded: dict[str, str] = {}
-    for name in names:
-        value = headers.get(name)
-        if value is None:
+    for name, value in headers.items():  # the few the request had, not every name we know
+        if name not in names:
             continue
         try:
             forwarded[name] = value.encode("latin-1").decode("utf-8")

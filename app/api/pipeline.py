@@ -21,7 +21,7 @@ from typing import TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from app.api.disconnect import cancelled_when_gone
+from app.api.disconnect import CancelledWhenGone
 from app.api.intake import forwarded_headers, read_body, read_headers, request_id_for
 from app.api.stream_end import StreamEnd, spend_tokens
 from app.api.trace import Trace
@@ -62,7 +62,7 @@ class Flow:
         self.headers = headers = read_headers(request)
         self.trace = Trace(
             id=request_id_for(headers),
-            route=request.url.path,
+            route=request.scope["path"],
             started=time.monotonic(),
             arrived=services.clock(),
             metrics=services.metrics,
@@ -127,13 +127,13 @@ class Flow:
         trace.cache = self.cache.status
         if self.cache.hit is not None:
             return self._hit()
-        if services.settings.upstream_key is None:
+        if not services.upstream.keyed:
             raise UpstreamKeyMissing(
                 "OPENROUTER_API_KEY is not set on the proxy; set it and restart. See GET /readyz."
             )
         call = Call(parsed, self._forwarded(), trace.id)
         spend = partial(services.gate.spend, self.caller)
-        async with cancelled_when_gone(request.receive):
+        async with CancelledWhenGone(request.receive):
             if parsed.stream:
                 opened = await services.attempts.first_success(
                     candidates,

@@ -29,6 +29,9 @@ _NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "model"})
 _KEY_VERSION = "v1"
 
 
+_NUMBER = (int, float)  # a tuple: `int | float` would build a new union on every call
+
+
 def scope_for(cache_scope: str, key_name: str | None) -> str:
     """The scope string: `global`, or `key:<name>` (prefixed, so a key named "global" differs)."""
     if cache_scope == "global":
@@ -88,7 +91,7 @@ def eligibility(
 def is_deterministic(body: dict[str, Any]) -> bool:
     """Temperature 0 (greedy decoding) or a seed set; a bool is not a number here."""
     temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+    if isinstance(temperature, _NUMBER) and not isinstance(temperature, bool):
         if temperature == 0:
             return True
     return body.get("seed") is not None

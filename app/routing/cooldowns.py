@@ -91,6 +91,12 @@ class MemoryCooldowns:
         self._failing: TLRUCache[str, float] = TLRUCache(MAX_TRACKED_MODELS, _until, clock)
         self._health: TTLCache[str, _Health] = TTLCache(MAX_TRACKED_MODELS, HEALTH_SECONDS, clock)
         self._free_until = 0.0
+        # When every mark, and every health entry, has ended: until then the maps are read.
+        # Asking a cachetools map whether it is empty expires it first (a clock read and a
+        # walk) and the hot path asked three times a request (bench/README.md, "Profile").
+        self._clock = clock
+        self._marks_until = 0.0
+        self._health_until = 0.0
 
     def __len__(self) -> int:
         """Entries still held after dropping the expired ones (a bound tests can check)."""
@@ -99,8 +105,8 @@ class MemoryCooldowns:
         return len(self._until) + len(self._failing) + len(self._health)
 
     async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
-        if not self._until and not self._failing and not self._health and self._free_until <= now:
-            return NOTHING_KNOWN  # the common case at start: nothing known at all
+        if self._marks_until <= now and self._health_until <= now and self._free_until <= now:
+            return NOTHING_KNOWN  # the common case: nothing known at all
         cooling: dict[str, float] = {}
         failing: set[str] = set()
         latency: dict[str, float] = {}
@@ -119,18 +125,21 @@ class MemoryCooldowns:
 
     async def cool(self, model: str, until: float) -> None:
         self._until[model] = max(until, self._until.get(model, 0.0))
+        self._marks_until = max(self._marks_until, until)
 
     async def cool_free_tier(self, until: float) -> None:
         self._free_until = max(until, self._free_until)
 
     async def mark_failing(self, model: str, until: float) -> None:
         self._failing[model] = until
+        self._marks_until = max(self._marks_until, until)
 
     async def succeeded(self, model: str, latency: float | None) -> None:
-        if self._failing:
+        now = self._clock()
+        if self._marks_until > now:
             self._failing.pop(model, None)
         if latency is None:
-            if (known := self._health.get(model)) is not None:
+            if self._health_until > now and (known := self._health.get(model)) is not None:
                 known.failures = 0
             return
         health = self._health.get(model) or _Health()
@@ -141,9 +150,11 @@ class MemoryCooldowns:
             else (1 - _LATENCY_WEIGHT) * health.latency + _LATENCY_WEIGHT * latency
         )
         self._health[model] = health  # re-set: a model in use stays remembered
+        self._health_until = now + HEALTH_SECONDS
 
     async def failed(self, model: str) -> int:
         health = self._health.get(model) or _Health()
         health.failures += 1
         self._health[model] = health
+        self._health_until = self._clock() + HEALTH_SECONDS
         return health.failures

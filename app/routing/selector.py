@@ -37,8 +37,14 @@ def pick(
     for model, hold in held.items():
         if model in remaining and hold.until > now:
             cooling[model] = max(cooling.get(model, 0.0), hold.until)
-    ready = [m for m in remaining if m not in cooling]
+    # Plain loops, no generator: this runs before every attempt (bench/README.md, "Profile").
+    ready = [m for m in remaining if m not in cooling] if cooling else list(remaining)
     if not ready:
         return Pick(None, wait=min(cooling.values()) - now)
-    model = next((m for m in ready if m not in states.failing), ready[0])
-    return Pick(model, alone=all(m == model for m in ready))
+    chosen = ready[0]
+    if states.failing:
+        for model in ready:
+            if model not in states.failing:
+                chosen = model
+                break
+    return Pick(chosen, alone=ready.count(chosen) == len(ready))

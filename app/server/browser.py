@@ -85,6 +85,9 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+_SEEN_HOSTS = 256
+
+
 class HostPolicy:
     """Which `Host` names the proxy answers to; cheap for the names it sees every time."""
 
@@ -93,10 +96,20 @@ class HostPolicy:
         bind = host_name(bind_host)
         self.wildcard_bind = bind in _WILDCARD_BINDS
         self.names = _LOOPBACK_NAMES | extra | ({bind} - _WILDCARD_BINDS)
+        # Every request carries the same few Host values: each is parsed once.
+        self._seen: dict[str, bool] = {}
 
     def allows(self, host: str) -> bool:
         if self.any:
             return True
+        known = self._seen.get(host)
+        if known is None:
+            known = self._allows(host)
+            if len(self._seen) < _SEEN_HOSTS:  # a flood of made-up names is not remembered
+                self._seen[host] = known
+        return known
+
+    def _allows(self, host: str) -> bool:
         name = host_name(host)
         if name in self.names or name.endswith(".localhost"):
             return True

@@ -1,7 +1,8 @@
 """SIGTERM without cut streams (DESIGN §5): uvicorn stops accepting and waits for open
 requests for its grace period, then cancels them, which would cut each chunked body. Just
 before that, `OpenStreams.end_all` ends every relayed stream with one error event and
-`[DONE]`, so clients see a clean end and the log shows no traceback.
+`[DONE]`, so clients see a clean end and the log shows no traceback. The server class
+also settles the heap once start-up is done (`server/heap.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from app.server import heap
 from app.upstream.streams import OpenStreams
 
 # Streams are ended this long before uvicorn's grace period runs out, to flush their end.
@@ -33,6 +35,10 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, streams: OpenStreams) -> None:
         super().__init__(config)
         self._streams = streams
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the app's lifespan has run: its objects are built
+        heap.settle()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         grace = self.config.timeout_graceful_shutdown or 0.0

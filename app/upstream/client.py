@@ -98,14 +98,21 @@ class OpenRouterClient:
         self._settings = settings
         self._base = settings.openrouter_base_url
         self._transport = transport or AiohttpTransport(proxy_for(self._base))
-        # Every upstream text relayed or logged passes through it (DESIGN §5); proxy keys
-        # are added as they become known.
+        # Every upstream text relayed or logged passes through it (DESIGN §5), proxy keys too.
         self.redactor = Redactor([settings.upstream_key, _secret(settings.admin_key)])
+        self.keyed = settings.upstream_key is not None
+        # The headers every call sends, built once: most clients send none of their own.
+        self._plain = self._headers_for({})
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     def _headers(self, client_headers: dict[str, str], request_id: str) -> dict[str, str]:
+        headers = self._headers_for(client_headers) if client_headers else self._plain.copy()
+        headers["X-Request-Id"] = request_id
+        return headers
+
+    def _headers_for(self, client_headers: dict[str, str]) -> dict[str, str]:
         """DESIGN §5: the upstream key and attribution; a client's own referer and title win."""
         settings = self._settings
         title = (
@@ -120,7 +127,6 @@ class OpenRouterClient:
             "X-Title": title,
             "X-OpenRouter-Title": title,
             "Content-Type": "application/json",
-            "X-Request-Id": request_id,
             # Uncompressed: SSE must not wait for a compressor, and bodies are small.
             "Accept-Encoding": "identity",
         }

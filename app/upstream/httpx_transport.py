@@ -57,5 +57,8 @@ class _HttpxResponse:
         except httpx.HTTPError as exc:
             raise broken(exc) from exc
 
+    def close_now(self) -> bool:
+        return False  # httpx closes a response by awaiting it
+
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -49,6 +49,9 @@ class UpstreamResponse(Protocol):
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, unchanged."""
 
+    def close_now(self) -> bool:
+        """Close at once when that needs no I/O (aiohttp's release); False: await aclose()."""
+
     async def aclose(self) -> None:
         """Give the connection back, or drop it when the body was not read to its end."""
 
@@ -269,11 +272,15 @@ class _AiohttpResponse:
         except (aiohttp.ClientError, OSError) as exc:
             raise broken(exc) from exc
 
-    async def aclose(self) -> None:
+    def close_now(self) -> bool:
         self._response.release()  # closes the connection if the body was not all read
         if self._transport is not None:
             self._transport._closed()
             self._transport = None
+        return True
+
+    async def aclose(self) -> None:
+        self.close_now()
 
 
 def out_of_resources(exc: BaseException) -> ProxyOutOfResources:
