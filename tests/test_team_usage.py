@@ -68,8 +68,9 @@ async def test_records_are_written_in_the_background_without_a_flush_call(path):
         assert writer.queue_depth == 3
         # The promise is one second (FLUSH_INTERVAL is half of it); the deadline here is
         # generous because the test machine is shared: it checks that it happens at all.
-        await wait_until_async(lambda: count(path) == 3, timeout=5)
-        assert writer.queue_depth == 0
+        # The rows become visible a moment before the writer task takes them off its
+        # queue (it resumes after the thread's commit): wait for both.
+        await wait_until_async(lambda: count(path) == 3 and writer.queue_depth == 0, timeout=5)
     finally:
         await writer.aclose()
         writer.sink.close()
