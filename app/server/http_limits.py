@@ -81,23 +81,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # answered already: read and dropped until the linger ends
         in_head = self._in_head
         super().data_received(data)
-        if in_head and self._in_head:  # every byte of `data` belongs to the unfinished head
-            self._head_received += len(data)
-            if self._head_received > MAX_HEAD_BYTES:
-                self._refuse(_TOO_LARGE % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+        if self._in_head:  # the head is still unfinished: it has HEAD_TIMEOUT from now
+            self._arm()
+            if in_head:  # every byte of `data` belongs to the unfinished head
+                self._head_received += len(data)
+                if self._head_received > MAX_HEAD_BYTES:
+                    self._refuse(_TOO_LARGE % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
 
     def on_message_begin(self) -> None:
+        # No timer here: a head that arrives whole (nearly every one) never needs it, and a
+        # timer a request was measurable (bench/README.md, "Profile"); `data_received` arms
+        # it when a chunk ends inside a head.
         super().on_message_begin()
         self._head_bytes = self._head_received = 0
         self._in_head = True
-        self._arm()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._count(0)  # refuses
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
