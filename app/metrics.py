@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from app.tallies import Buckets, Spread, Tally, families
 
 PREFIX: Final = "openrouter_proxy_"
 OTHER: Final = "other"  # a model id the catalogue does not list
@@ -65,39 +67,35 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._known = known_models
         registry = self.registry
-        self._requests = Counter(
+        # The per-request counts: plain numbers, rendered at scrape time (app/tallies.py).
+        self._requests = Tally(
             f"{PREFIX}requests",
             "Requests answered, by route, status, the model that answered and cache result.",
             ("route", "status", "model", "cache"),
-            registry=registry,
         )
-        self._attempts = Counter(
+        self._attempts = Tally(
             f"{PREFIX}upstream_attempts",
             "Upstream attempts by model and outcome.",
             ("model", "outcome"),
-            registry=registry,
         )
-        self._latency = Histogram(
+        self._latency = Spread(
             f"{PREFIX}request_duration_seconds",
             "Time from the request's arrival to its end (a stream's last byte).",
             ("route",),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self._ttft = Histogram(
+        self._ttft = Spread(
             f"{PREFIX}time_to_first_token_seconds",
             "Streams: time from arrival to the first content sent to the client.",
             ("route",),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self._overhead = Histogram(
+        self._overhead = Spread(
             f"{PREFIX}proxy_overhead_seconds",
             "Time in the proxy before the first byte to the client, minus the answering "
             "upstream attempt (Server-Timing proxy;dur).",
             ("route",),
-            buckets=OVERHEAD_BUCKETS,
-            registry=registry,
+            OVERHEAD_BUCKETS,
         )
         self._quota = Counter(
             f"{PREFIX}quota_rejections",
@@ -107,16 +105,16 @@ class Metrics:
         )
         self._scraped = Scraped()
         registry.register(_ScrapedCollector(self))
-        self._request_children: dict[tuple[str, int, str, str], Any] = {}
-        self._attempt_children: dict[tuple[str, str], Any] = {}
+        # raw labels -> the label values shown (the status as text, the cache lower-case)
+        self._request_labels: dict[tuple[str, int, str, str], tuple[str, str, str, str]] = {}
         # (route, status, raw model, cache) or (raw model, outcome) -> count, unlabelled yet
         self._pending_requests: dict[tuple[str, int, str, str], int] = {}
         self._pending_attempts: dict[tuple[str, str], int] = {}
-        self._route_children: dict[str, tuple[Any, Any, Any]] = {}
+        self._route_children: dict[str, tuple[Buckets, Buckets, Buckets]] = {}
 
     def __len__(self) -> int:
         """Label sets held, counted or waiting for their labels (a bound tests can check)."""
-        counted = len(self._request_children) + len(self._attempt_children)
+        counted = len(self._requests.counts) + len(self._attempts.counts)
         return counted + len(self._pending_requests) + len(self._pending_attempts)
 
     def model_label(self, model: str | None) -> str:
@@ -126,20 +124,14 @@ class Metrics:
         return model if known is not None and model in known else OTHER
 
     def _count_request(self, route: str, status: int, model: str, cache: str, n: int) -> None:
-        labels = (route, status, model, cache)
-        child = self._request_children.get(labels)
-        if child is None:
-            child = self._requests.labels(route, str(status), model, cache.lower())
-            self._request_children[labels] = child
-        child.inc(n)
+        raw = (route, status, model, cache)
+        labels = self._request_labels.get(raw)
+        if labels is None:
+            labels = self._request_labels[raw] = (route, str(status), model, cache.lower())
+        self._requests.inc(labels, n)
 
     def _count_attempt(self, model: str, outcome: str, n: int) -> None:
-        labels = (model, outcome)
-        child = self._attempt_children.get(labels)
-        if child is None:
-            child = self._attempts.labels(model, outcome)
-            self._attempt_children[labels] = child
-        child.inc(n)
+        self._attempts.inc((model, outcome), n)
 
     def _settle(self) -> None:
         """Label the counts kept while the catalogue was unknown (it is known now)."""
@@ -171,10 +163,11 @@ class Metrics:
             self._count_request(route, status, self.model_label(served), cache, 1)
         timings = self._route_children.get(route)
         if timings is None:
+            labels = (route,)
             timings = (
-                self._latency.labels(route),
-                self._ttft.labels(route),
-                self._overhead.labels(route),
+                self._latency.child(labels),
+                self._ttft.child(labels),
+                self._overhead.child(labels),
             )
             self._route_children[route] = timings
         timings[0].observe(latency_ms / 1000)
@@ -224,7 +217,10 @@ class _ScrapedCollector(Collector):
         return iter(())  # unchecked: its names are fixed and distinct from the others'
 
     def collect(self) -> Iterator[Metric]:
-        s = self._metrics._scraped
+        metrics = self._metrics
+        counted = (metrics._requests, metrics._attempts)
+        yield from families((*counted, metrics._latency, metrics._ttft, metrics._overhead))
+        s = metrics._scraped
         yield _gauge("models_cooling", "Catalogue models rate-limited now (skipped).", s.cooling)
         yield _gauge(
             "models_failing", "Catalogue models failing now (tried after others).", s.failing

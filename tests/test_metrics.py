@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from app.metrics import Metrics
+from app.metrics import Metrics, Scraped
 from tests.conftest import ProxyFactory, make_settings
 from tests.fake_openrouter import (
     MISTRAL,
@@ -244,3 +244,34 @@ def test_counts_before_the_catalogue_loads_are_bounded_and_labelled_later() -> N
     assert sample("openrouter_proxy_upstream_attempts_total", {"model": GPT, "outcome": "ok"}) == 1
     series = [s for f in metrics.registry.collect() for s in f.samples if "flood" in str(s.labels)]
     assert series == []
+
+
+def test_latency_buckets_count_a_value_at_its_bound_and_are_cumulative() -> None:
+    """The histograms are kept as plain counts (app/tallies.py): a scraper must still read
+    Prometheus' `le` semantics (at or under the bound), cumulative buckets, sum and count."""
+    metrics = Metrics(lambda: {})
+    for seconds in (0.005, 0.02, 0.3, 500.0):  # on the first bound, inside, inside, past all
+        metrics.request(CHAT, 200, None, "BYPASS", seconds * 1000, None, None)
+    text = metrics.render(Scraped())
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+    name = "openrouter_proxy_request_duration_seconds"
+
+    def bucket(le: str) -> float:
+        return samples[(f"{name}_bucket", frozenset({("route", CHAT), ("le", le)}))]
+
+    assert bucket("0.005") == 1
+    assert bucket("0.025") == 2
+    assert bucket("0.25") == 2
+    assert bucket("0.5") == 3
+    assert bucket("300.0") == 3
+    assert bucket("+Inf") == 4
+    assert samples[(f"{name}_count", frozenset({("route", CHAT)}))] == 4
+    assert samples[(f"{name}_sum", frozenset({("route", CHAT)}))] == pytest.approx(500.325)
+    requests = ("openrouter_proxy_requests_total", frozenset(
+        {("route", CHAT), ("status", "200"), ("model", "none"), ("cache", "bypass")}
+    ))  # fmt: skip
+    assert samples[requests] == 4

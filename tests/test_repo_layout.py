@@ -23,7 +23,11 @@ STAGES: list[tuple[str, ...]] = [
     ("errors",),  # the exception tree: imports nothing of the package
     ("config_toml",),
     ("config", "rewrite", "free_tier", "request_log", "header_text", "descriptors", "sse"),
-    ("redaction", "request"),  # the parsed request and the Dialect seam every stage reads
+    (
+        "redaction",
+        "request",
+        "tallies",
+    ),  # the parsed request and the Dialect seam every stage reads
     ("metrics",),
     ("upstream",),  # transport, client, deadlines, relay
     ("routing",),  # catalogue, candidates, cooldowns, the fallback walk
