@@ -249,7 +249,7 @@ def test_counts_before_the_catalogue_loads_are_bounded_and_labelled_later() -> N
 def test_latency_buckets_count_a_value_at_its_bound_and_are_cumulative() -> None:
     """The histograms are kept as plain counts (app/tallies.py): a scraper must still read
     Prometheus' `le` semantics (at or under the bound), cumulative buckets, sum and count."""
-    metrics = Metrics(lambda: {})
+    metrics = Metrics(dict)
     for seconds in (0.005, 0.02, 0.3, 500.0):  # on the first bound, inside, inside, past all
         metrics.request(CHAT, 200, None, "BYPASS", seconds * 1000, None, None)
     text = metrics.render(Scraped())
