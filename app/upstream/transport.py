@@ -161,6 +161,7 @@ class AiohttpTransport:
         self._proxy = proxy
         self._descriptors = descriptors
         self._in_flight = 0  # requests sent and not yet closed
+        self._timeout = aiohttp.ClientTimeout()
 
     def _open(self, *, fresh: bool = False) -> aiohttp.ClientSession:
         # No connection cap: 1,000 concurrent streams must not queue (DESIGN §9); the
@@ -193,7 +194,11 @@ class AiohttpTransport:
             raise ConnectionError(
                 errno.EMFILE, "no file descriptor to spare for another upstream connection"
             )
-        timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
+        timeout = self._timeout
+        if timeout.connect != connect_timeout:  # one setting, so built once, not per call
+            timeout = self._timeout = aiohttp.ClientTimeout(
+                connect=connect_timeout, sock_connect=connect_timeout
+            )
         proxy = self._proxy
         self._in_flight += 1
         try:
