@@ -14,7 +14,8 @@ from app.cache.store import CacheStats, CacheStore, Entry
 from app.errors import QuotaExceeded
 from app.routing.cooldowns import CooldownStore, ModelStates
 from app.shared.budget import RedisBudget
-from app.shared.failover import CALL_DEADLINE, DOWN, OPEN_FIELD, Failover
+from app.shared.connection import DOWN
+from app.shared.failover import CALL_DEADLINE, OPEN_FIELD, Failover
 from app.shared.quotas import RedisQuotas
 from app.status.sessions import Session, SessionStore
 from app.team.budget import BudgetView
@@ -154,6 +155,10 @@ class FailoverCooldowns:
             lambda: self._redis.snapshot(models, now),
             lambda: self._f.local.cooldowns.snapshot(models, now),
         )
+
+    def expect(self, models: Sequence[str], now: float) -> None:
+        if self._f.up:
+            self._redis.expect(models, now)
 
     async def cool(self, model: str, until: float) -> None:
         await self._f.run(
