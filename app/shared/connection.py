@@ -1,4 +1,4 @@
-"""One Redis client for every shared store: one connection pool, a short timeout on every
+"""One Redis client for every shared store: one connection pool, a short deadline on every
 call (no request hangs on a dead Redis), and the prefix every key is written under.
 
 Writes nobody waits for (a model's success, a key's tokens) are queued by their stores and
@@ -26,7 +26,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# Every call (connect, send, read) gives up after this: Redis on a LAN answers in < 1 ms.
+# A connect gives up after this, and a queued write after twice it (Redis on a LAN answers
+# in < 1 ms); every other call has the failover's deadline (CALL_DEADLINE).
 CALL_TIMEOUT = 0.25
 # What a dead or stuck Redis raises through redis-py (timeouts are TimeoutError or RedisError).
 DOWN = (RedisError, OSError, TimeoutError)
@@ -50,7 +51,10 @@ class Shared:
     def __init__(self, url: str, prefix: str) -> None:
         self.client: Redis = Redis.from_url(
             url,
-            socket_timeout=CALL_TIMEOUT,
+            # No socket_timeout: redis-py wraps every send in asyncio.wait_for with it, a
+            # task per command (~30 % of the client's CPU per call, bench/README.md). Every
+            # call already runs under a deadline of its own (the failover's CALL_DEADLINE,
+            # `later`'s and the renewal's), which ends a call to a stuck Redis all the same.
             socket_connect_timeout=CALL_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a retry would double the wait on a dead Redis
         )

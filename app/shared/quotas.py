@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from app.shared.connection import Shared
+from app.shared.connection import CALL_TIMEOUT, Shared
 from app.team.quotas import (
     DAY,
     NO_GRANT,
@@ -234,7 +234,9 @@ class RedisQuotas:
             await asyncio.sleep(RENEW_SECONDS)
             until = self._clock() + LEASE_SECONDS
             with contextlib.suppress(Exception):  # Redis away: the leases lapse, as they should
-                async with self._shared.client.pipeline(transaction=False) as pipe:
-                    for lease, name in list(self._held.items()):
-                        pipe.zadd(self._shared.key("q", name, "c"), {str(lease): until}, xx=True)
-                    await pipe.execute()
+                async with asyncio.timeout(CALL_TIMEOUT * 2):
+                    async with self._shared.client.pipeline(transaction=False) as pipe:
+                        for lease, name in list(self._held.items()):
+                            key = self._shared.key("q", name, "c")
+                            pipe.zadd(key, {str(lease): until}, xx=True)
+                        await pipe.execute()
