@@ -64,10 +64,13 @@ class FailoverQuotas:
         if lease < 0:  # granted by the twin
             await self._f.local.quotas.release(key, -lease)
             return
-        if self._f.up:
-            with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
-                async with asyncio.timeout(CALL_DEADLINE):
-                    await self._redis.release(key, lease)
+        if self._f.up:  # sent off the client's path: the answer need not wait for it
+            self._f.shared.background(self._release(key, lease))
+
+    async def _release(self, key: KeyLimits, lease: int) -> None:
+        with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
+            async with asyncio.timeout(CALL_DEADLINE):
+                await self._redis.release(key, lease)
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
