@@ -116,6 +116,7 @@ class Flow:
         candidates = await services.gate.allowed(self.caller, parsed, await self._named(parsed))
         if self.counting:
             return await self._count(parsed, candidates)
+        services.attempts.expect(candidates)  # read along with the admission
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
             parsed,

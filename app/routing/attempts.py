@@ -123,6 +123,11 @@ class Attempts:
             return Served(result, model, tried)
         raise _counted(await self._ending(candidates, held, last), tried)
 
+    def expect(self, candidates: Sequence[str]) -> None:
+        """A walk over `candidates` follows: its first cooldown read may go along with the
+        request's admission (Redis: one round trip before the upstream call)."""
+        self._cooldowns.expect(candidates, self._clock())
+
     def longest(self, candidates: int, attempt_seconds: float) -> float:
         """The longest a walk over `candidates` models may take: every attempt it may make
         (a lone failing candidate twice, a rate-limited model up to MAX_TRIES_PER_MODEL

@@ -56,6 +56,10 @@ class CooldownStore(Protocol):
     async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
         """One read of everything known of `models` at `now` (the selector's only read)."""
 
+    def expect(self, models: Sequence[str], now: float) -> None:
+        """`snapshot(models)` follows soon: a shared store may read it along with its next
+        round trip (DESIGN §12: one before the upstream call); a memory store has no need."""
+
     async def cool(self, model: str, until: float) -> None:
         """Skip `model` until `until`; an earlier `until` never shortens a longer cooldown."""
 
@@ -122,6 +126,9 @@ class MemoryCooldowns:
             if health is not None and health.latency is not None:
                 latency[model] = health.latency
         return ModelStates(cooling, frozenset(failing), latency)
+
+    def expect(self, models: Sequence[str], now: float) -> None:
+        return None  # a read here costs no round trip
 
     async def cool(self, model: str, until: float) -> None:
         self._until[model] = max(until, self._until.get(model, 0.0))

@@ -14,7 +14,8 @@ import contextlib
 import json
 from typing import Any
 
-from app.shared.failover import CALL_DEADLINE, DOWN, Failover
+from app.shared.connection import DOWN
+from app.shared.failover import CALL_DEADLINE, Failover
 from app.status.activity import Activity
 
 PUBLISH_SECONDS = 1.0  # the page shows another replica's requests within ~2 s

@@ -4,6 +4,10 @@ replica counts the same calls and computes the same fair share.
 `take` is one optimistic transaction: WATCH the counts, read them, decide with the pure
 rules of `team/fair_share.py` (written once for every store), and count in MULTI/EXEC; if
 another replica counted meanwhile, EXEC fails and it decides again on the new counts.
+
+A key's last use only decides whether it is active (used within 7 days), so each replica
+writes it once a `MARK_SECONDS` per key rather than on every request (a key drops out of
+the share at most a minute early), and queued: it goes with the request's admission.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from app.team.quotas import DAY, MINUTE, next_midnight
 
 _OPEN = ""  # open mode's key (None) as a hash field: no key name is empty
 _FOLLOWED_MS = 2 * 86_400_000  # GET /key is followed every few minutes
+MARK_SECONDS = 60.0  # a key's use is written again once this much later than the last write
 
 # KEYS: last-used hash. ARGV: name, when, expiry ms. A later use only ever replaces.
 _MARK = """
@@ -57,7 +62,9 @@ class RedisBudget:
         self._minute = shared.key("budget", "minute")
         self._followed = shared.key("budget", "followed")
         self._active = shared.key("budget", "active")
-        self._mark = shared.script(_MARK)
+        self._marked: dict[str, float] = {}  # key -> the use this replica last wrote
+        self._marks: dict[str, float] = {}  # uses queued, not yet sent
+        shared.queue(self._queue_marks)
         self._follow = shared.script(_FOLLOW)
 
     def _day(self, now: float) -> str:
@@ -67,8 +74,10 @@ class RedisBudget:
         """The counts and last uses at `now`, read in one round trip (or, while watching,
         in immediate mode)."""
         if not pipe.watching:
+            self._shared.queued_into(pipe)  # a key's use queued here counts in what is read
+            first = len(pipe)
             self._queue(pipe, now)
-            return self._parse(now, *await pipe.execute())
+            return self._parse(now, *(await pipe.execute())[first:])
         minute = await pipe.zrangebyscore(self._minute, f"({now - MINUTE}", "+inf", withscores=True)
         day = await pipe.hgetall(self._day(now))
         return self._parse(
@@ -103,6 +112,8 @@ class RedisBudget:
     async def take(
         self, key_name: str | None, members: Mapping[str, float], now: float
     ) -> BudgetRefusal | None:
+        if self._marks:
+            await self._shared.flush()  # a key's use queued here counts in the share
         day = self._day(now)
         watched = (self._minute, day, self._followed, self._active)
         async with self._shared.client.pipeline(transaction=True) as pipe:
@@ -128,7 +139,17 @@ class RedisBudget:
                     continue  # another replica counted first: decide again
 
     async def mark_active(self, key_name: str, now: float) -> None:
-        await self._mark([self._active], [key_name, repr(now), int(ACTIVE_SECONDS * 1000)])
+        """Queued: it goes with the request's admission (or on its own shortly after)."""
+        if now < self._marked.get(key_name, -MARK_SECONDS) + MARK_SECONDS:
+            return  # written lately: the active set is the same
+        self._marked[key_name] = self._marks[key_name] = now
+        self._shared.later()
+
+    def _queue_marks(self, pipe: Pipeline) -> None:
+        marks, self._marks = self._marks, {}
+        expiry_ms = int(ACTIVE_SECONDS * 1000)
+        for name, when in marks.items():
+            pipe.eval(_MARK, 1, self._active, name, repr(when), expiry_ms)
 
     async def follow(self, limit: int, remaining: int, used: int, now: float) -> None:
         reported = max(used, limit - remaining)

@@ -25,15 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from redis.exceptions import RedisError
-
 from app.cache.flight import MemoryLeases
 from app.cache.store import MemoryCache
 from app.config import Settings
 from app.errors import RedisUnavailable
 from app.routing.cooldowns import MemoryCooldowns
 from app.shared.budget import RedisBudget
-from app.shared.connection import Shared
+from app.shared.connection import DOWN, Shared
 from app.shared.quotas import _day_ms
 from app.status.sessions import MemorySessions
 from app.team.budget import MemoryBudget
@@ -42,8 +40,6 @@ from app.team.quotas import DAY, KeyLimits, LimitView, MemoryQuotas
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# What a dead or stuck Redis raises through redis-py (timeouts are TimeoutError or RedisError).
-DOWN = (RedisError, OSError, TimeoutError)
 BEAT_SECONDS = 1.0  # heartbeat and, while Redis is away, probe
 ALIVE_SECONDS = 5.0  # a replica counts as alive this long after its last heartbeat
 # No call may wait longer than this, whatever the socket timeouts do.
@@ -101,6 +97,7 @@ class Failover:
         self._views: dict[str, tuple[int, dict[str, LimitView | None]]] = {}  # key -> day, views
         self.local = self._twins()
         self._beating: asyncio.Task[None] | None = None
+        shared.on_down = self._went_down  # a queued write that found Redis away
 
     def _twins(self) -> _Local:
         s, clock = self._settings, self._clock

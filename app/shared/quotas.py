@@ -6,6 +6,12 @@ requests and tokens, and a sorted set of concurrency leases scored by when each 
 A replica renews its leases every `RENEW_SECONDS`; one that dies stops renewing, so its
 leases expire within `LEASE_SECONDS`. The refusal text and the views are the memory
 store's pure functions over the counts the script returns.
+
+The admission is the request's one round trip before its upstream call: the writes other
+stores queued go ahead of the script and their expected reads after it (`Shared.trip`).
+Tokens arrive after an answer, when nobody waits for them: they are queued and go with
+the next round trip (a lease's release, an admission) or on their own shortly after, so
+a request makes one round trip after its upstream call at most.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.shared.connection import Shared
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from app.shared.connection import CALL_TIMEOUT, Shared
 from app.team.quotas import (
     DAY,
     NO_GRANT,
@@ -132,6 +141,8 @@ class RedisQuotas:
         self._count = shared.script(_COUNT)
         self._seed = shared.script(_SEED)
         self._held: dict[int, str] = {}  # this replica's leases in flight -> key name
+        self._tokens: dict[str, tuple[int, int]] = {}  # day counts -> queued tokens, expiry ms
+        shared.queue(self._queue_tokens)
         self._renewing: asyncio.Task[None] | None = None
 
     def _keys(self, name: str, now: float) -> list[str]:
@@ -140,19 +151,26 @@ class RedisQuotas:
         return [key("q", name, "m"), key("q", name, "d", day), key("q", name, "c"), key("q", "id")]
 
     async def _run(self, key: KeyLimits, now: float, admit: bool) -> tuple[int, int, _Read]:
-        admitted, lease, requests, tokens, held, n, over, newest = await self._count(
-            self._keys(key.name, now),
-            [
-                int(admit),
-                repr(now),
-                _limit(key.rpm),
-                _limit(key.rpd),
-                _limit(key.tpd),
-                _limit(key.concurrency),
-                _day_ms(now),
-                LEASE_SECONDS,
-            ],
-        )
+        keys = self._keys(key.name, now)
+        args: list[int | float | str] = [
+            int(admit),
+            repr(now),
+            _limit(key.rpm),
+            _limit(key.rpd),
+            _limit(key.tpd),
+            _limit(key.concurrency),
+            _day_ms(now),
+            LEASE_SECONDS,
+        ]
+        # One round trip: the queued writes (tokens, successes, a key's use) go ahead of
+        # the script, the expected reads (the cooldowns' snapshot) after it.
+        sha = self._count.sha
+        (answer,) = await self._shared.trip(lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args))
+        if isinstance(answer, NoScriptError):  # Redis restarted: send the script itself
+            answer = await self._count(keys, args)
+        elif isinstance(answer, BaseException):
+            raise answer
+        admitted, lease, requests, tokens, held, n, over, newest = answer
         n = int(n)
         known = {n - 1: float(newest)} if newest else {}
         if over and key.rpm is not None:
@@ -176,8 +194,12 @@ class RedisQuotas:
         return Grant(_views(key, counts, now), lease)
 
     async def release(self, key: KeyLimits, lease: int) -> None:
+        """Hand the lease back, with the tokens queued so far, in one round trip."""
         self._held.pop(lease, None)
-        await self._shared.client.zrem(self._shared.key("q", key.name, "c"), lease)
+        async with self._shared.client.pipeline(transaction=False) as pipe:
+            self._shared.queued_into(pipe)
+            pipe.zrem(self._shared.key("q", key.name, "c"), lease)
+            await pipe.execute()
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
@@ -186,10 +208,16 @@ class RedisQuotas:
             return
         now = self._clock() if now is None else now
         day = self._keys(key.name, now)[1]
-        async with self._shared.client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(day, "t", tokens)
-            pipe.pexpire(day, _day_ms(now))
-            await pipe.execute()
+        queued, _ = self._tokens.get(day, (0, 0))
+        self._tokens[day] = (queued + tokens, _day_ms(now))
+        self._shared.later()
+
+    def _queue_tokens(self, pipe: Pipeline) -> None:
+        """Move the queued tokens into `pipe` (they are this replica's to send only once)."""
+        tokens, self._tokens = self._tokens, {}
+        for day, (count, expiry_ms) in tokens.items():
+            pipe.hincrby(day, "t", count)
+            pipe.pexpire(day, expiry_ms)
 
     async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
         await self._seed([self._keys(name, now)[1]], [requests, tokens, _day_ms(now)])
@@ -206,7 +234,9 @@ class RedisQuotas:
             await asyncio.sleep(RENEW_SECONDS)
             until = self._clock() + LEASE_SECONDS
             with contextlib.suppress(Exception):  # Redis away: the leases lapse, as they should
-                async with self._shared.client.pipeline(transaction=False) as pipe:
-                    for lease, name in list(self._held.items()):
-                        pipe.zadd(self._shared.key("q", name, "c"), {str(lease): until}, xx=True)
-                    await pipe.execute()
+                async with asyncio.timeout(CALL_TIMEOUT * 2):
+                    async with self._shared.client.pipeline(transaction=False) as pipe:
+                        for lease, name in list(self._held.items()):
+                            key = self._shared.key("q", name, "c")
+                            pipe.zadd(key, {str(lease): until}, xx=True)
+                        await pipe.execute()

@@ -14,7 +14,8 @@ from app.cache.store import CacheStats, CacheStore, Entry
 from app.errors import QuotaExceeded
 from app.routing.cooldowns import CooldownStore, ModelStates
 from app.shared.budget import RedisBudget
-from app.shared.failover import CALL_DEADLINE, DOWN, OPEN_FIELD, Failover
+from app.shared.connection import DOWN
+from app.shared.failover import CALL_DEADLINE, OPEN_FIELD, Failover
 from app.shared.quotas import RedisQuotas
 from app.status.sessions import Session, SessionStore
 from app.team.budget import BudgetView
@@ -63,10 +64,13 @@ class FailoverQuotas:
         if lease < 0:  # granted by the twin
             await self._f.local.quotas.release(key, -lease)
             return
-        if self._f.up:
-            with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
-                async with asyncio.timeout(CALL_DEADLINE):
-                    await self._redis.release(key, lease)
+        if self._f.up:  # sent off the client's path: the answer need not wait for it
+            self._f.shared.background(self._release(key, lease))
+
+    async def _release(self, key: KeyLimits, lease: int) -> None:
+        with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
+            async with asyncio.timeout(CALL_DEADLINE):
+                await self._redis.release(key, lease)
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
@@ -154,6 +158,10 @@ class FailoverCooldowns:
             lambda: self._redis.snapshot(models, now),
             lambda: self._f.local.cooldowns.snapshot(models, now),
         )
+
+    def expect(self, models: Sequence[str], now: float) -> None:
+        if self._f.up:
+            self._redis.expect(models, now)
 
     async def cool(self, model: str, until: float) -> None:
         await self._f.run(
