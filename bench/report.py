@@ -290,8 +290,8 @@ def budget_table(
     # A hit cannot be timed against a fake faster than the load generator (2× direct is
     # withdrawn): its server CPU per request against the pass-through's instead.
     hit, through = get("cache hit c=10", "key-hit"), get("non-stream c=10", "proxy")
-    hit_cpu = hit.cpu_ms_per_request() if hit else None
-    through_cpu = through.cpu_ms_per_request() if through else None
+    hit_cpu = hit.cpu_ms_per_request if hit else None
+    through_cpu = through.cpu_ms_per_request if through else None
     if hit_cpu is not None and through_cpu:
         share = hit_cpu / through_cpu
         rows.append(("cache hit: server CPU per request ≤ 35 % of the pass-through's "

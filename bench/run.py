@@ -435,7 +435,7 @@ class Bench:
             startup_table(self.startups),
         ]
         if "proxy" in self.targets and self.mode != "smoke":
-            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19, 27)", "",
+            parts += ["", "### Budget (DESIGN §9, issues 12, 17-19, 25, 27, 28)", "",
                       budget_table(self.cells, self.startups, self.proxy_stack)]  # fmt: skip
         return "\n".join(parts)
 
@@ -505,9 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.problems.append(f"aborted: {exc}")
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
-    print(bench.report(), flush=True)
-    if args.json:
+    if args.json:  # first: a report that cannot be printed must not lose the measurements
         args.json.write_text(json.dumps(bench.as_json(), indent=2, default=str))
+    print(bench.report(), flush=True)
     failures = bench.failures()
     if failures:
         print("\nFAILED:\n" + "\n".join(f"- {f}" for f in failures), flush=True)
