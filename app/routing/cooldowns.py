@@ -82,6 +82,12 @@ class CooldownStore(Protocol):
 class _Health:
     failures: int = 0
     latency: float | None = None
+    kept: float = float("-inf")  # when its entry's expiry was last pushed back
+
+
+# A model's health is re-set (its expiry pushed back) at most this often, not on every
+# success: a cachetools write per request was most of a ranked model's bookkeeping.
+_KEEP_EVERY = 60.0
 
 
 def _until(_: str, until: float, __: float) -> float:
@@ -109,20 +115,22 @@ class MemoryCooldowns:
         return len(self._until) + len(self._failing) + len(self._health)
 
     async def snapshot(self, models: Sequence[str], now: float) -> ModelStates:
-        if self._marks_until <= now and self._health_until <= now and self._free_until <= now:
+        marked, known = self._marks_until > now, self._health_until > now
+        free_cooling = self._free_until > now
+        if not (marked or known or free_cooling):
             return NOTHING_KNOWN  # the common case: nothing known at all
         cooling: dict[str, float] = {}
         failing: set[str] = set()
         latency: dict[str, float] = {}
-        for model in models:
-            until = self._until.get(model, 0.0) if self._until else 0.0
-            if is_free_variant(model):
+        for model in models:  # each map read only while it can hold something
+            until = self._until.get(model, 0.0) if marked else 0.0
+            if free_cooling and is_free_variant(model):
                 until = max(until, self._free_until)
             if until > now:
                 cooling[model] = until
-            if self._failing and self._failing.get(model, 0.0) > now:
+            if marked and self._failing.get(model, 0.0) > now:
                 failing.add(model)
-            health = self._health.get(model) if self._health else None
+            health = self._health.get(model) if known else None
             if health is not None and health.latency is not None:
                 latency[model] = health.latency
         return ModelStates(cooling, frozenset(failing), latency)
@@ -149,15 +157,17 @@ class MemoryCooldowns:
             if self._health_until > now and (known := self._health.get(model)) is not None:
                 known.failures = 0
             return
-        health = self._health.get(model) or _Health()
+        health = (self._health.get(model) if self._health_until > now else None) or _Health()
         health.failures = 0
         health.latency = (
             latency
             if health.latency is None
             else (1 - _LATENCY_WEIGHT) * health.latency + _LATENCY_WEIGHT * latency
         )
-        self._health[model] = health  # re-set: a model in use stays remembered
-        self._health_until = now + HEALTH_SECONDS
+        if now - health.kept > _KEEP_EVERY:  # re-set: a model in use stays remembered
+            health.kept = now
+            self._health[model] = health
+            self._health_until = now + HEALTH_SECONDS
 
     async def failed(self, model: str) -> int:
         health = self._health.get(model) or _Health()
