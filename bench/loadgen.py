@@ -307,11 +307,18 @@ class StatusPages:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        await stop_readers(self._tasks, self._session)
+
+
+async def stop_readers(
+    tasks: list[asyncio.Task[None]], session: aiohttp.ClientSession | None
+) -> None:
+    """Cancel the tasks holding streams open, wait for them, and close their session."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if session is not None:
+        await session.close()
 
 
 def new_session(spec: LoadSpec | None = None) -> aiohttp.ClientSession:

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.loadgen import chat_body, new_session
+from bench.loadgen import chat_body, new_session, stop_readers
 from bench.procs import (
     CpuPlan,
     RssSampler,
@@ -134,11 +134,7 @@ class Streams:
             self._settled()
 
     async def __aexit__(self, *_: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        await stop_readers(self._tasks, self._session)
 
 
 class Bench:
