@@ -16,7 +16,7 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from app.main import create_app
-from app.shared import activity, failover
+from app.shared import activity, failover, wire
 from tests.conftest import make_settings
 from tests.fake_openrouter import SCOUT, FakeOpenRouter
 from tests.live_server import LiveServer
@@ -32,7 +32,8 @@ def day(key: str) -> str:
 
 
 class Trips:
-    """Each send the proxy makes to Redis (one command, or one pipeline): when, and what."""
+    """Each send the proxy makes to Redis (one command, one pipeline, or one write of the
+    request path's connection): when, and what."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[float, bytes]] = []
@@ -52,6 +53,15 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trips]:
         await send(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    # The request path's own connection (`app/shared/wire.py`): one write a loop turn.
+    flush = wire._Protocol.flush
+
+    def flushed(self: wire._Protocol) -> None:
+        if self.pending:
+            seen.sent.append((time.monotonic(), b"".join(self.pending)))
+        flush(self)
+
+    monkeypatch.setattr(wire._Protocol, "flush", flushed)
     # The replica's own beats (heartbeat, status activity) are once a second, not a
     # request's: they start with the server, then wait past the test.
     monkeypatch.setattr(failover, "BEAT_SECONDS", 3600.0)

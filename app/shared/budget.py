@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from app.shared.connection import Shared
+from app.shared.wire import Batch
 from app.team import fair_share
 from app.team.budget import BudgetView
 from app.team.fair_share import ACTIVE_SECONDS, BudgetRefusal, FreeCounts
@@ -66,29 +67,35 @@ class RedisBudget:
         self._marks: dict[str, float] = {}  # uses queued, not yet sent
         shared.queue(self._queue_marks)
         self._follow = shared.script(_FOLLOW)
+        self._mark_sha = shared.script(_MARK).sha
 
     def _day(self, now: float) -> str:
         return self._shared.key("budget", "day", str(math.floor(now / DAY)))
 
     async def _read(self, pipe: Pipeline, now: float) -> tuple[FreeCounts, dict[str, float]]:
-        """The counts and last uses at `now`, read in one round trip (or, while watching,
-        in immediate mode)."""
-        if not pipe.watching:
-            self._shared.queued_into(pipe)  # a key's use queued here counts in what is read
-            first = len(pipe)
-            self._queue(pipe, now)
-            return self._parse(now, *(await pipe.execute())[first:])
+        """The counts and last uses at `now`, read while watching (immediate mode)."""
         minute = await pipe.zrangebyscore(self._minute, f"({now - MINUTE}", "+inf", withscores=True)
         day = await pipe.hgetall(self._day(now))
         return self._parse(
             now, minute, day, await pipe.get(self._followed), await pipe.hgetall(self._active)
         )
 
-    def _queue(self, pipe: Pipeline, now: float) -> None:
-        pipe.zrangebyscore(self._minute, f"({now - MINUTE}", "+inf", withscores=True)
-        pipe.hgetall(self._day(now))
-        pipe.get(self._followed)
-        pipe.hgetall(self._active)
+    async def _read_now(self, now: float) -> tuple[FreeCounts, dict[str, float]]:
+        """The same in one round trip, the writes queued here first (a key's use queued
+        here counts in what is read)."""
+        batch = self._shared.queued()
+        first = len(batch)
+        batch.add("ZRANGEBYSCORE", self._minute, f"({now - MINUTE}", "+inf", "WITHSCORES")
+        batch.add("HGETALL", self._day(now))
+        batch.add("GET", self._followed)
+        batch.add("HGETALL", self._active)
+        replies = (await self._shared.send(batch))[first:]
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        minute, day, followed, active = replies
+        scores = [(member, float(score)) for member, score in _pairs(minute)]
+        return self._parse(now, scores, dict(_pairs(day)), followed, dict(_pairs(active)))
 
     def _parse(
         self,
@@ -145,11 +152,11 @@ class RedisBudget:
         self._marked[key_name] = self._marks[key_name] = now
         self._shared.later()
 
-    def _queue_marks(self, pipe: Pipeline) -> None:
+    def _queue_marks(self, batch: Batch) -> None:
         marks, self._marks = self._marks, {}
         expiry_ms = int(ACTIVE_SECONDS * 1000)
         for name, when in marks.items():
-            pipe.eval(_MARK, 1, self._active, name, repr(when), expiry_ms)
+            batch.script(self._mark_sha, _MARK, [self._active], [name, repr(when), expiry_ms])
 
     async def follow(self, limit: int, remaining: int, used: int, now: float) -> None:
         reported = max(used, limit - remaining)
@@ -158,8 +165,7 @@ class RedisBudget:
     async def snapshot(
         self, key_name: str | None, members: Mapping[str, float], now: float
     ) -> BudgetView:
-        async with self._shared.client.pipeline(transaction=False) as pipe:
-            counts, last_used = await self._read(pipe, now)
+        counts, last_used = await self._read_now(now)
         keys = fair_share.active_keys(members, last_used, key_name, now)
         return {
             "share": counts.limit // len(keys),
@@ -168,3 +174,8 @@ class RedisBudget:
             "account_remaining_today": max(0, counts.remaining),
             "resets_at": next_midnight(now),
         }
+
+
+def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
+    """A RESP2 flat reply (`HGETALL`, `WITHSCORES`) as its pairs."""
+    return list(zip(flat[::2], flat[1::2], strict=True))

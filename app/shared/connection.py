@@ -18,11 +18,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+
+from app.shared.wire import Arg, Batch, Wire
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ FLUSH_SECONDS = 0.02
 class Read(Protocol):
     """A read another store's round trip may carry (`Shared.read_along`)."""
 
-    def add(self, pipe: Pipeline) -> None:
-        """Put the one command of the read into `pipe`."""
+    def add(self, batch: Batch) -> None:
+        """Put the one command of the read into `batch`."""
 
     def deliver(self, result: Any) -> None:
         """Its answer: a value, or the error (raised, or Redis' error reply)."""
@@ -58,10 +60,12 @@ class Shared:
             socket_connect_timeout=CALL_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a retry would double the wait on a dead Redis
         )
+        # The request path's round trips (`send`); over TLS they stay on redis-py.
+        self._wire = None if url.startswith("rediss:") else Wire(dict(parse_url(url)), CALL_TIMEOUT)
         self.prefix = prefix
         self.where = safe_url(url)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queues: list[Callable[[Pipeline], None]] = []
+        self._queues: list[Callable[[Batch], None]] = []
         self._reads: list[Read] = []
         self._due = False  # a send of the queued writes is scheduled
         # Told when a write nobody waits for finds Redis away (the failover's switch).
@@ -81,15 +85,67 @@ class Shared:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def queue(self, move: Callable[[Pipeline], None]) -> None:
-        """Register a store's queue: `move` puts its queued writes into a pipeline (and
+    def queue(self, move: Callable[[Batch], None]) -> None:
+        """Register a store's queue: `move` puts its queued writes into a batch (and
         forgets them), whichever round trip goes first."""
         self._queues.append(move)
 
-    def queued_into(self, pipe: Pipeline) -> None:
-        """Every store's queued writes into `pipe`, to go ahead of what it sends."""
+    def queued(self) -> Batch:
+        """A round trip's batch, starting with every store's queued writes."""
+        batch = Batch()
         for move in self._queues:
-            move(pipe)
+            move(batch)
+        batch.queued = len(batch)
+        return batch
+
+    async def send(self, batch: Batch) -> list[Any]:
+        """One round trip: every reply in order, an error reply as its `ResponseError`.
+        A script Redis lost (`NOSCRIPT`: it restarted) runs again by its text."""
+        return await self._settle(batch, await self._send(batch.commands))
+
+    def post(self, batch: Batch) -> None:
+        """Send `batch` and wait for nothing (a lease's release): no task and no timer of
+        its own; its replies are checked when they come, and lost if Redis is away (a
+        lease then lapses, as a dead replica's would)."""
+        sent = None if self._wire is None else self._wire.post(batch.commands)
+        if sent is None:  # no connection yet, or over TLS
+            self.background(self._quietly(batch, None))
+            return
+
+        def check(sent: asyncio.Future[list[Any]]) -> None:
+            if not sent.cancelled() and sent.exception() is None:
+                replies = sent.result()
+                if any(isinstance(reply, ResponseError) for reply in replies):
+                    self.background(self._quietly(batch, replies))
+
+        sent.add_done_callback(check)
+
+    async def _quietly(self, batch: Batch, replies: list[Any] | None) -> None:
+        with contextlib.suppress(*DOWN):
+            async with asyncio.timeout(CALL_TIMEOUT * 2):
+                if replies is None:
+                    replies = await self._send(batch.commands)
+                await self._settle(batch, replies)
+
+    async def _settle(self, batch: Batch, replies: list[Any]) -> list[Any]:
+        """`replies` with the lost scripts run again; the queued writes refused logged."""
+        lost = [i for i in batch.sources if _no_script(replies[i])]
+        if lost:
+            again = [("EVAL", batch.sources[i], *batch.commands[i][2:]) for i in lost]
+            for i, reply in zip(lost, await self._send(again), strict=True):
+                replies[i] = reply
+        for reply in replies[: batch.queued]:
+            if isinstance(reply, ResponseError):  # a queued write Redis refused: a bug
+                log.error("a queued write to Redis at %s failed: %s", self.where, reply)
+        return replies
+
+    async def _send(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        if self._wire is not None:
+            return await self._wire.send(commands)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
 
     def read_along(self, read: Read) -> None:
         """Send `read` with the next round trip `trip` makes (the admission's)."""
@@ -100,30 +156,25 @@ class Shared:
         with contextlib.suppress(ValueError):
             self._reads.remove(read)
 
-    async def trip(self, commands: Callable[[Pipeline], object]) -> list[Any]:
+    async def trip(self, commands: Callable[[Batch], object]) -> list[Any]:
         """One round trip: the queued writes, then `commands`, then the expected reads.
-        Returns the results of `commands`, an error as its value (a script Redis lost
-        answers NoScriptError: the caller runs it again on its own)."""
+        Returns the replies of `commands` (an error reply as its value)."""
         reads, self._reads = self._reads, []
+        batch = self.queued()
+        first = len(batch)
+        commands(batch)
+        own = len(batch)
+        for read in reads:
+            read.add(batch)
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                self.queued_into(pipe)
-                first = len(pipe)
-                commands(pipe)
-                own = len(pipe)
-                for read in reads:
-                    read.add(pipe)
-                results = await pipe.execute(raise_on_error=False)
+            results = await self.send(batch)
         except BaseException as error:
             for read in reads:
                 read.deliver(error)
             raise
         for read, result in zip(reads, results[own:], strict=True):
             read.deliver(result)
-        for result in results[:first]:
-            if isinstance(result, Exception):  # a queued write Redis refused: a bug
-                log.error("a queued write to Redis at %s failed: %s", self.where, result)
-        return list(results[first:own])
+        return results[first:own]
 
     def later(self) -> None:
         """Send the queued writes in `FLUSH_SECONDS`, unless a send is due already."""
@@ -133,10 +184,9 @@ class Shared:
 
     async def flush(self) -> None:
         """Send every queued write now, in one round trip (none when nothing is queued)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            self.queued_into(pipe)
-            if len(pipe):
-                await pipe.execute()
+        batch = self.queued()
+        if batch.commands:
+            await self.send(batch)
 
     async def _flush_later(self) -> None:
         """`flush` off every request's path: a dead Redis goes to `on_down`, never raised."""
@@ -160,7 +210,13 @@ class Shared:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._wire is not None:
+            self._wire.close()
         await self.client.aclose()
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
 
 
 def safe_url(url: str) -> str:

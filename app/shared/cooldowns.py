@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from app.free_tier import is_free_variant
 from app.routing.cooldowns import _LATENCY_WEIGHT, HEALTH_SECONDS, ModelStates
 from app.shared.connection import Shared
+from app.shared.wire import Batch
 
 FRESH_SECONDS = 0.05  # a snapshot is reused this long (by the clock and by monotonic time)
 _KEPT = 64  # snapshots kept at most (one per set of candidates): past it, all are dropped
@@ -93,8 +92,8 @@ class _Expected:
         self.answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.at = 0.0  # time.monotonic() when answered
 
-    def add(self, pipe: Pipeline) -> None:
-        pipe.evalsha(self.sha, len(self.keys), *self.keys)
+    def add(self, batch: Batch) -> None:
+        batch.script(self.sha, _SNAPSHOT, self.keys)
 
     def deliver(self, result: Any) -> None:
         if not self.answer.done():
@@ -108,6 +107,7 @@ class RedisCooldowns:
         self._clock = clock
         self._snapshot = shared.script(_SNAPSHOT)
         self._latest = shared.script(_LATEST)
+        self._succeeded_sha = shared.script(_SUCCEEDED).sha
         self._free = shared.key("cool", "free-tier")
         self._kept: dict[tuple[str, ...], _Kept] = {}
         self._generation = 0  # a read older than the last drop is not kept
@@ -177,12 +177,12 @@ class RedisCooldowns:
 
     async def _read(self, keys: list[str]) -> list[bytes | None]:
         """The snapshot script's answer; the queued successes go first, in the same trip."""
-        if not self._queued:
-            return list(await self._snapshot(keys, []))
-        async with self._shared.client.pipeline(transaction=False) as pipe:
-            self._shared.queued_into(pipe)
-            pipe.eval(_SNAPSHOT, len(keys), *keys)
-            return list((await pipe.execute())[-1])
+        batch = self._shared.queued()
+        batch.script(self._snapshot.sha, _SNAPSHOT, keys)
+        values = (await self._shared.send(batch))[-1]
+        if isinstance(values, BaseException):
+            raise values
+        return list(values)
 
     def _parse(
         self, models: Sequence[str], values: list[bytes | None], now: float
@@ -233,8 +233,8 @@ class RedisCooldowns:
             self._drop()
         self._shared.later()
 
-    def _queue_successes(self, pipe: Pipeline) -> None:
-        """The queued successes into `pipe`, as one `_SUCCEEDED` script, each in turn."""
+    def _queue_successes(self, batch: Batch) -> None:
+        """The queued successes into `batch`, as one `_SUCCEEDED` script, each in turn."""
         if not self._queued:
             return
         queued, self._queued = self._queued, {}
@@ -243,7 +243,7 @@ class RedisCooldowns:
         for model, samples in queued.items():
             keys.extend(self._keys(model)[1:])
             args.append(" ".join(repr(sample) for sample in samples if sample is not None))
-        pipe.eval(_SUCCEEDED, len(keys), *keys, *args)
+        batch.script(self._succeeded_sha, _SUCCEEDED, keys, args)
 
     async def failed(self, model: str) -> int:
         if model in self._queued:

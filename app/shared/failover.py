@@ -166,6 +166,13 @@ class Failover:
                 self._went_down(error)
         return await local()
 
+    async def queue(
+        self, shared: Callable[[], Awaitable[None]], local: Callable[[], Awaitable[None]]
+    ) -> None:
+        """`shared()` that only queues a write (sent later, `Shared.later`): no I/O to
+        put a deadline on; `local()` while Redis is away."""
+        await (shared() if self.up else local())
+
     def _went_down(self, error: BaseException) -> None:
         if not self.up:
             return

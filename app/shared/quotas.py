@@ -22,10 +22,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
 from app.shared.connection import CALL_TIMEOUT, Shared
+from app.shared.wire import Batch
 from app.team.quotas import (
     DAY,
     NO_GRANT,
@@ -164,11 +164,9 @@ class RedisQuotas:
         ]
         # One round trip: the queued writes (tokens, successes, a key's use) go ahead of
         # the script, the expected reads (the cooldowns' snapshot) after it.
-        sha = self._count.sha
-        (answer,) = await self._shared.trip(lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args))
-        if isinstance(answer, NoScriptError):  # Redis restarted: send the script itself
-            answer = await self._count(keys, args)
-        elif isinstance(answer, BaseException):
+        sha, source = self._count.sha, _COUNT
+        (answer,) = await self._shared.trip(lambda batch: batch.script(sha, source, keys, args))
+        if isinstance(answer, ResponseError):
             raise answer
         admitted, lease, requests, tokens, held, n, over, newest = answer
         n = int(n)
@@ -195,11 +193,19 @@ class RedisQuotas:
 
     async def release(self, key: KeyLimits, lease: int) -> None:
         """Hand the lease back, with the tokens queued so far, in one round trip."""
+        replies = await self._shared.send(self._released(key, lease))
+        if isinstance(replies[-1], ResponseError):
+            raise replies[-1]
+
+    def release_soon(self, key: KeyLimits, lease: int) -> None:
+        """`release` sent and not waited for: the answer to the client goes meanwhile."""
+        self._shared.post(self._released(key, lease))
+
+    def _released(self, key: KeyLimits, lease: int) -> Batch:
         self._held.pop(lease, None)
-        async with self._shared.client.pipeline(transaction=False) as pipe:
-            self._shared.queued_into(pipe)
-            pipe.zrem(self._shared.key("q", key.name, "c"), lease)
-            await pipe.execute()
+        batch = self._shared.queued()
+        batch.add("ZREM", self._shared.key("q", key.name, "c"), lease)
+        return batch
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
@@ -212,12 +218,12 @@ class RedisQuotas:
         self._tokens[day] = (queued + tokens, _day_ms(now))
         self._shared.later()
 
-    def _queue_tokens(self, pipe: Pipeline) -> None:
-        """Move the queued tokens into `pipe` (they are this replica's to send only once)."""
+    def _queue_tokens(self, batch: Batch) -> None:
+        """Move the queued tokens into `batch` (they are this replica's to send only once)."""
         tokens, self._tokens = self._tokens, {}
         for day, (count, expiry_ms) in tokens.items():
-            pipe.hincrby(day, "t", count)
-            pipe.pexpire(day, expiry_ms)
+            batch.add("HINCRBY", day, "t", count)
+            batch.add("PEXPIRE", day, expiry_ms)
 
     async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
         await self._seed([self._keys(name, now)[1]], [requests, tokens, _day_ms(now)])

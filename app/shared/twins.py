@@ -5,7 +5,6 @@ goes to Redis while it answers, else to this replica's memory twin, as `Failover
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -65,12 +64,7 @@ class FailoverQuotas:
             await self._f.local.quotas.release(key, -lease)
             return
         if self._f.up:  # sent off the client's path: the answer need not wait for it
-            self._f.shared.background(self._release(key, lease))
-
-    async def _release(self, key: KeyLimits, lease: int) -> None:
-        with contextlib.suppress(*DOWN):  # a lost release lapses with the lease
-            async with asyncio.timeout(CALL_DEADLINE):
-                await self._redis.release(key, lease)
+            self._redis.release_soon(key, lease)
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
@@ -84,7 +78,7 @@ class FailoverQuotas:
             await f.local.quotas.add_tokens(f.share(key, when), tokens, when)
             f.local.day_counts.setdefault((key.name, math.floor(when / DAY)), [0, 0])[1] += tokens
 
-        await f.run(lambda: self._redis.add_tokens(key, tokens, now), local)
+        await f.queue(lambda: self._redis.add_tokens(key, tokens, now), local)
 
     async def seed(self, name: str, requests: int, tokens: int, now: float) -> None:
         await self._f.run(
@@ -122,7 +116,7 @@ class FailoverBudget:
         return await f.run(lambda: self._redis.take(key_name, members, now), local)
 
     async def mark_active(self, key_name: str, now: float) -> None:
-        await self._f.run(
+        await self._f.queue(
             lambda: self._redis.mark_active(key_name, now),
             lambda: self._f.local.budget.mark_active(key_name, now),
         )
@@ -182,7 +176,7 @@ class FailoverCooldowns:
         )
 
     async def succeeded(self, model: str, latency: float | None) -> None:
-        await self._f.run(
+        await self._f.queue(
             lambda: self._redis.succeeded(model, latency),
             lambda: self._f.local.cooldowns.succeeded(model, latency),
         )
