@@ -67,6 +67,7 @@ class Shared:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queues: list[Callable[[Batch], None]] = []
         self._reads: list[Read] = []
+        self._posts: list[tuple[Arg, ...]] = []  # sent at the end of this loop turn (`post`)
         self._due = False  # a send of the queued writes is scheduled
         # Told when a write nobody waits for finds Redis away (the failover's switch).
         self.on_down: Callable[[BaseException], None] | None = None
@@ -103,10 +104,20 @@ class Shared:
         A script Redis lost (`NOSCRIPT`: it restarted) runs again by its text."""
         return await self._settle(batch, await self._send(batch.commands))
 
-    def post(self, batch: Batch) -> None:
-        """Send `batch` and wait for nothing (a lease's release): no task and no timer of
-        its own; its replies are checked when they come, and lost if Redis is away (a
-        lease then lapses, as a dead replica's would)."""
+    def post(self, *command: Arg) -> None:
+        """Send `command` and wait for nothing (a lease's release): at the end of this loop
+        turn, in one batch with the turn's other posts and every write queued by then; no
+        task and no timer of its own. Its reply is checked when it comes, and lost if
+        Redis is away (a lease then lapses, as a dead replica's would)."""
+        if not self._posts:
+            asyncio.get_running_loop().call_soon(self._post_now)
+        self._posts.append(command)
+
+    def _post_now(self) -> None:
+        posts, self._posts = self._posts, []
+        batch = self.queued()
+        for command in posts:
+            batch.add(*command)
         sent = None if self._wire is None else self._wire.post(batch.commands)
         if sent is None:  # no connection yet, or over TLS
             self.background(self._quietly(batch, None))

@@ -193,19 +193,20 @@ class RedisQuotas:
 
     async def release(self, key: KeyLimits, lease: int) -> None:
         """Hand the lease back, with the tokens queued so far, in one round trip."""
-        replies = await self._shared.send(self._released(key, lease))
+        self._held.pop(lease, None)
+        batch = self._shared.queued()
+        batch.add(*self._released(key, lease))
+        replies = await self._shared.send(batch)
         if isinstance(replies[-1], ResponseError):
             raise replies[-1]
 
     def release_soon(self, key: KeyLimits, lease: int) -> None:
         """`release` sent and not waited for: the answer to the client goes meanwhile."""
-        self._shared.post(self._released(key, lease))
-
-    def _released(self, key: KeyLimits, lease: int) -> Batch:
         self._held.pop(lease, None)
-        batch = self._shared.queued()
-        batch.add("ZREM", self._shared.key("q", key.name, "c"), lease)
-        return batch
+        self._shared.post(*self._released(key, lease))
+
+    def _released(self, key: KeyLimits, lease: int) -> tuple[str, str, int]:
+        return ("ZREM", self._shared.key("q", key.name, "c"), lease)
 
     async def add_tokens(
         self, key: KeyLimits | None, tokens: int, now: float | None = None
