@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from app.body_budget import BodyBudget
 from app.cache.step import ResponseCache
 from app.config import Settings
 from app.descriptors import Descriptors
@@ -50,6 +51,7 @@ class Services:
     status: StatusBoard[Services]  # the one snapshot, DESIGN §13
     streams: OpenStreams = field(default_factory=OpenStreams)  # ended cleanly on SIGTERM
     descriptors: Descriptors = field(default_factory=Descriptors)  # open files, DESIGN §6
+    body_budget: BodyBudget = field(default_factory=BodyBudget)  # bodies before commit
     activity: Activity = field(default_factory=Activity)  # what the status page shows
     failover: Failover | None = None  # Redis or memory (DESIGN §12); None without Redis
     replicas_activity: SharedActivity | None = None  # every replica's activity; needs Redis

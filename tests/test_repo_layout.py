@@ -23,6 +23,7 @@ STAGES: list[tuple[str, ...]] = [
     ("errors",),  # the exception tree: imports nothing of the package
     ("config_toml",),
     ("config", "rewrite", "free_tier", "request_log", "header_text", "descriptors", "sse"),
+    ("body_budget",),  # bodies held before commit: raises errors' ProxyOutOfResources
     (
         "redaction",
         "request",

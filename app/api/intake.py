@@ -87,11 +87,20 @@ def request_id_for(headers: dict[str, str]) -> str:
     return f"{_ID_PREFIX}{next(_ID_SERIAL):012x}"
 
 
-async def read_body(request: Request, limit: int, headers: dict[str, str]) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+def declared_length(headers: dict[str, str], limit: int) -> int | None:
+    """The body's declared Content-Length (None: not declared), refused with 413 at once
+    when it passes `limit` bytes, before the request waits for room (`body_budget.py`)."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None or not declared.isdigit():
+        return None
+    size = int(declared)
+    if size > limit:
         raise _too_large(limit)
+    return size
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():

@@ -22,7 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.api.disconnect import CancelledWhenGone
-from app.api.intake import forwarded_headers, read_body, read_headers, request_id_for
+from app.api.intake import (
+    declared_length,
+    forwarded_headers,
+    read_body,
+    read_headers,
+    request_id_for,
+)
 from app.api.stream_end import StreamEnd, spend_tokens
 from app.api.trace import Trace
 from app.cache.step import NOT_USED, CacheUse
@@ -74,6 +80,7 @@ class Flow:
         self.admission: Admission | None = None
         self.cache: CacheUse = NOT_USED
         self.streaming = False  # the relay owns the ending from here on
+        self.held = 0  # body bytes charged to the process's budget (app/body_budget.py)
 
     async def run(self) -> Response:
         try:
@@ -83,6 +90,8 @@ class Flow:
                 self.cache.fail(error)  # requests following this one answer it too
                 raise
             finally:
+                # Committed or answered: the body and its JSON are let go (issue 28).
+                self.services.body_budget.give(self.held)
                 if not self.streaming:
                     self.cache.release()
                     if self.admission is not None:
@@ -95,8 +104,11 @@ class Flow:
 
     async def _steps(self) -> Response:
         services, request, trace = self.services, self.request, self.trace
+        limit = services.settings.max_body_bytes
+        size = declared_length(self.headers, limit)
+        self.held = await services.body_budget.take(size, services.settings.first_byte_timeout)
         try:
-            raw = await read_body(request, services.settings.max_body_bytes, self.headers)
+            raw = await read_body(request, limit)
         except ClientDisconnect:
             raise ClientGone from None  # the upload was cut mid-body
         parsed = self.dialect.parse(raw, services.settings.default_model)
