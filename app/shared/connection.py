@@ -61,7 +61,11 @@ class Shared:
             retry=Retry(NoBackoff(), 0),  # a retry would double the wait on a dead Redis
         )
         # The request path's round trips (`send`); over TLS they stay on redis-py.
-        self._wire = None if url.startswith("rediss:") else Wire(dict(parse_url(url)), CALL_TIMEOUT)
+        self._scripts: list[str] = []  # every script a store registered (`script`)
+        options = dict(parse_url(url))
+        self._wire = (
+            None if url.startswith("rediss:") else Wire(options, CALL_TIMEOUT, self._scripts)
+        )
         self.prefix = prefix
         self.where = safe_url(url)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,7 +80,8 @@ class Shared:
         return self.prefix + ":".join(parts)
 
     def script(self, source: str) -> AsyncScript:
-        """A Lua script run by its SHA (sent once, then by digest)."""
+        """A Lua script run by its SHA (loaded on every connection of the request path)."""
+        self._scripts.append(source)
         return self.client.register_script(source)
 
     def background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
-from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
+from redis.exceptions import ConnectionError, ResponseError
 
 Arg = str | bytes | int | float
 STUCK_SECONDS = 1.0  # an unanswered round trip this old means a stuck connection
@@ -112,9 +112,12 @@ class _Protocol(asyncio.Protocol):
 class Wire:
     """One connection to Redis at `host:port` (or a unix socket), opened on first use."""
 
-    def __init__(self, options: dict[str, Any], connect_timeout: float) -> None:
+    def __init__(
+        self, options: dict[str, Any], connect_timeout: float, scripts: Sequence[str] = ()
+    ) -> None:
         self._options = options
         self._connect_timeout = connect_timeout
+        self._scripts = scripts  # loaded on every new connection, before any call
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -161,6 +164,9 @@ class Wire:
         return protocol
 
     async def _connect(self) -> _Protocol:
+        """A new connection, logged in, on its database, with every script loaded: so a
+        batch's EVALSHA finds its script after a Redis restart, and the writes queued in
+        it keep their order (a script run again by its text would follow the reads)."""
         loop = asyncio.get_running_loop()
         options = self._options
         async with asyncio.timeout(self._connect_timeout):
@@ -169,19 +175,20 @@ class Wire:
             else:
                 host, port = options.get("host", "localhost"), options.get("port", 6379)
                 _, protocol = await loop.create_connection(_Protocol, host, port)
-        hello: list[tuple[Arg, ...]] = []
-        if (password := options.get("password")) is not None:
-            user = options.get("username")
-            hello.append(("AUTH", user, password) if user else ("AUTH", password))
-        if options.get("db"):
-            hello.append(("SELECT", int(options["db"])))
-        if hello:
-            self._protocol = protocol
-            for reply in await self.send(hello):
-                if isinstance(reply, ResponseError):
+            hello: list[tuple[Arg, ...]] = []
+            if (password := options.get("password")) is not None:
+                user = options.get("username")
+                hello.append(("AUTH", user, password) if user else ("AUTH", password))
+            if options.get("db"):
+                hello.append(("SELECT", int(options["db"])))
+            hello.extend(("SCRIPT", "LOAD", source) for source in self._scripts)
+            if hello:
+                replies = await self._queue(protocol, hello)
+                refused = [reply for reply in replies if isinstance(reply, ResponseError)]
+                if refused:
                     assert protocol.transport is not None
                     protocol.transport.close()
-                    raise AuthenticationError(str(reply))
+                    raise refused[0]  # a wrong password, a database out of range
         return protocol
 
     def close(self) -> None:
