@@ -45,7 +45,10 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """Raw bytes (an SSE event relayed as received): compared as UTF-8."""
-        if not any(secret in data for secret in self._encoded):
+        for secret in self._encoded:  # a plain loop: this runs on every relayed chunk
+            if secret in data:
+                break
+        else:
             return data
         for secret in self._encoded:
             data = data.replace(secret, REDACTED.encode())

@@ -52,6 +52,8 @@ class EventSplitter:
 def split_events(block: bytes) -> list[bytes]:
     """Split a block of complete events (from `feed`) into single raw events."""
     if b"\r" not in block:  # the common case: LF only, no regex
+        if block.find(b"\n\n") == len(block) - 2:
+            return [block]  # one event, as most chunks of a stream are
         return [event + b"\n\n" for event in block.split(b"\n\n")[:-1]]
     events: list[bytes] = []
     start = 0
