@@ -80,12 +80,13 @@ def _shared_stores(settings: Settings, url: str, clock: Callable[[], float]) -> 
     budget = RedisBudget(shared, settings.upstream_rpm, settings.upstream_rpd)
     failover = Failover(shared, settings, budget, clock)
     max_bytes = int(settings.cache_max_mb * MIB)
+    cache = RedisCache(shared, max_bytes, settings.cache_ttl, clock)
     return Stores(
         FailoverCooldowns(failover, RedisCooldowns(shared, clock)),
         FailoverQuotas(failover, RedisQuotas(shared, clock)),
         FailoverBudget(failover, budget),
-        FailoverCache(failover, RedisCache(shared, max_bytes, settings.cache_ttl, clock)),
+        FailoverCache(failover, cache),
         FailoverSessions(failover, RedisSessions(shared)),
-        FailoverLeases(failover, RedisLeases(shared)),
+        FailoverLeases(failover, RedisLeases(shared, cache)),
         failover,
     )

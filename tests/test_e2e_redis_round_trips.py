@@ -15,6 +15,7 @@ import pytest
 import redis
 from redis.asyncio.connection import AbstractConnection
 
+from app.cache.flight import STORED
 from app.main import create_app
 from app.shared import activity, failover, wire
 from tests.conftest import make_settings
@@ -96,3 +97,47 @@ def test_a_keyed_request_makes_one_round_trip_before_its_upstream_call_and_one_a
     # success with the release.
     assert b"budget:active" in before[0] and b"q:measured:m" in before[0]
     assert b"ZREM" in after[0] and b"HINCRBY" in after[0] and f"failing:{GPT}".encode() in after[0]
+
+
+def test_a_cacheable_request_looks_up_the_cache_in_its_one_round_trip_before_the_call(
+    fake: FakeOpenRouter, fake_server: LiveServer, redis_url: str, tmp_path: Path, trips: Trips
+):
+    db = tmp_path / "proxy.db"
+    limits = ("--rpm", "100", "--concurrency", "5", "--paid")
+    warm, measured = create_key(db, "warm", *limits), create_key(db, "measured", *limits)
+    settings = make_settings(fake_server.url, db_path=db, redis_url=redis_url)
+    with LiveServer(create_app(settings)) as proxy:
+        body = {"model": SCOUT, "messages": HI, "temperature": 0}
+        assert httpx.post(f"{proxy.url}{CHAT}", json=body, headers=bearer(warm)).status_code == 200
+        time.sleep(0.2)  # the first request's writes sent
+        started = time.monotonic()
+        body = {"model": GPT, "messages": HI, "temperature": 0}
+        answer = httpx.post(f"{proxy.url}{CHAT}", json=body, headers=bearer(measured))
+        assert (answer.status_code, answer.headers["x-cache"]) == (200, "MISS")
+    called = fake.chat_requests()[-1].arrived_at
+    before = trips.between(started, called)
+    # The admission and the cache lookup (with the flight lease) went in one round trip.
+    assert len(before) == 1, before
+    assert b"q:measured:m" in before[0] and b"orp:cache:lru" in before[0]
+    assert b"orp:flight:" in before[0]
+
+
+def test_a_request_refused_by_its_quota_leaves_no_flight_lease_behind(
+    fake_server: LiveServer, redis_url: str, tmp_path: Path
+):
+    """Its lookup went along with the admission and took the flight lease for its key; the
+    refusal gives it back, so an identical request on another replica need not wait."""
+    db = tmp_path / "proxy.db"
+    limited = create_key(db, "limited", "--rpm", "1", "--paid")
+    settings = make_settings(fake_server.url, db_path=db, redis_url=redis_url)
+    with LiveServer(create_app(settings)) as proxy, redis.Redis.from_url(redis_url) as direct:
+        for text, status in (("first", 200), ("second", 429)):
+            body = {"model": GPT, "messages": [{"role": "user", "content": text}], "temperature": 0}
+            answer = httpx.post(f"{proxy.url}{CHAT}", json=body, headers=bearer(limited))
+            assert answer.status_code == status
+
+        def leases() -> list[bytes]:  # held by a request (a stored answer's mark aside)
+            held = [direct.get(key) for key in direct.keys("orp:flight:*")]
+            return [value for value in held if value not in (None, STORED.encode())]
+
+        wait_until(lambda: not leases(), 1.0, "the refused request's lease given back")

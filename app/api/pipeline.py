@@ -129,6 +129,7 @@ class Flow:
         if self.counting:
             return await self._count(parsed, candidates)
         services.attempts.expect(candidates)  # read along with the admission
+        key = services.cache.expect(parsed, self.caller.name, headers.get("cache-control"))
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await services.cache.lookup(
             parsed,
@@ -136,6 +137,7 @@ class Flow:
             headers.get("cache-control"),
             may_serve=partial(services.gate.may_use, self.caller, parsed),
             wait=services.attempts.longest(len(candidates), services.settings.total_timeout),
+            key=key,
         )
         trace.cache = self.cache.status
         if self.cache.hit is not None:

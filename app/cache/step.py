@@ -101,6 +101,20 @@ class ResponseCache:
         allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
         return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
 
+    def expect(
+        self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
+    ) -> str | None:
+        """Replicas: the lookup follows the admission, so the shared store sends it along
+        (its round trip is the admission's). The cache key, for `lookup` to reuse."""
+        if self.leases is None:
+            return None  # one process: a lookup is no round trip
+        allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
+        if allowed is BYPASS or not allowed.lookup:
+            return None
+        key = cache_key(parsed.dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
+        self.store.expect(key)
+        return key
+
     async def lookup(
         self,
         parsed: ParsedRequest,
@@ -109,6 +123,7 @@ class ResponseCache:
         *,
         may_serve: Callable[[str], Awaitable[bool]] | None = None,
         wait: float | None = None,
+        key: str | None = None,
     ) -> CacheUse:
         """The request's cache use. `may_serve(model)` says whether this caller may be
         answered by `model`: an entry another key stored (global scope) carries no
@@ -122,7 +137,8 @@ class ResponseCache:
         allowed = eligibility(self._mode, dialect, parsed.data, cache_control)
         if allowed is BYPASS:
             return NOT_USED
-        key = cache_key(dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
+        if key is None:  # (`expect` computed it already)
+            key = cache_key(dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
         use = CacheUse(
             status=allowed.status, key=key, store=allowed.store, private=self._scope == "key"
         )

@@ -54,6 +54,10 @@ class CacheStats:
 class CacheStore(Protocol):
     """A place for answers, shared or not; the pipeline knows nothing else about it."""
 
+    def expect(self, key: str) -> None:
+        """`get(key)` follows soon: a shared store sends it along with the request's
+        admission, so the lookup costs no round trip of its own (DESIGN §12 "Cheap")."""
+
     async def get(self, key: str) -> Entry | None:
         """The live entry for `key`, counting one hit or one miss in the same step."""
 
@@ -88,6 +92,9 @@ class MemoryCache:
     ) -> MemoryCache:
         """Built from the settings' units: PROXY_CACHE_MAX_MB (MiB) and PROXY_CACHE_TTL."""
         return cls(int(max_mb * 1024 * 1024), ttl, clock)
+
+    def expect(self, key: str) -> None:
+        """In memory a lookup is no round trip: nothing to send ahead."""
 
     async def get(self, key: str) -> Entry | None:
         entry = self._cache.get(key)

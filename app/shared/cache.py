@@ -11,13 +11,18 @@ Every key expires: entries after `ttl`, the bookkeeping after `ttl` without a `p
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
+from app.cache.flight import ELSEWHERE, STORED
 from app.cache.store import CacheStats, Entry
 from app.shared.connection import Shared
+from app.shared.wire import Arg, Batch
 
 # KEYS: recency, birth, sizes, bytes, hits, misses, recency counter.
 # Entry keys are ARGV[1] .. name; a dropped name is removed from every structure at once.
@@ -84,6 +89,33 @@ return 1
 """
 )
 
+# The lookup a cacheable request sends along with its admission (DESIGN §12 "Cheap": one
+# round trip before the upstream call): `_GET`, and on a miss the flight lease taken at
+# once, for `LOOK_LEASE_MS` (the leader lengthens it, `RedisLeases.take`). ARGV: entry
+# prefix, name, now, ttl s, lease key, token, ms. Returns {blob} or {false, token or holder}.
+_LOOK = (
+    _DROP
+    + """
+local born = redis.call('ZSCORE', KEYS[2], ARGV[2])
+local blob = false
+if born and tonumber(born) > tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+  blob = redis.call('GET', ARGV[1] .. ARGV[2])
+end
+if blob then
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[7]), ARGV[2])
+  redis.call('INCR', KEYS[5])
+  return {blob}
+end
+if born then drop(ARGV[2]) end
+redis.call('INCR', KEYS[6])
+if redis.call('SET', ARGV[5], ARGV[6], 'NX', 'PX', ARGV[7]) then return {false, ARGV[6]} end
+return {false, redis.call('GET', ARGV[5]) or ''}
+"""
+)
+LOOK_LEASE_MS = 2000  # a lease taken along with a lookup that never leads lapses by then
+LOOKS_KEPT = 256  # lookups sent along and not yet read: past it, the oldest are dropped
+SWEEP_SECONDS = 0.05  # a lease taken along and not led by then is given back
+
 # ARGV: entry prefix, now, ttl s.
 _STATS = (
     _DROP
@@ -93,6 +125,41 @@ return {redis.call('ZCARD', KEYS[2]), redis.call('GET', KEYS[4]) or 0,
         redis.call('GET', KEYS[5]) or 0, redis.call('GET', KEYS[6]) or 0}
 """
 )
+
+
+# KEYS: lease. ARGV: token. A lease taken along with a lookup and not led is given back.
+_GIVE_BACK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+_UNANSWERED = object()
+
+
+class _Look:
+    """A lookup sent along with the admission's round trip (`Shared.read_along`); a lease
+    it took is noted as it arrives, so one the request never leads (it was refused, or
+    follows another in this process) is given back (`RedisCache._sweep`)."""
+
+    __slots__ = ("answer", "args", "key", "keys", "on_lease", "sha", "token")
+
+    def __init__(
+        self,
+        key: str,
+        command: tuple[str, list[str], list[Arg]],
+        token: str,
+        on_lease: Callable[[str, str, bytes], None],
+    ) -> None:
+        self.key, self.token, self.on_lease = key, token, on_lease
+        self.sha, self.keys, self.args = command
+        self.answer: Any = _UNANSWERED
+
+    def add(self, batch: Batch) -> None:
+        batch.script(self.sha, _LOOK, self.keys, self.args)
+
+    def deliver(self, result: Any) -> None:
+        self.answer = result
+        if isinstance(result, list) and result[0] is None:
+            self.on_lease(self.key, self.token, result[1])
 
 
 def encode(entry: Entry) -> bytes:
@@ -124,13 +191,69 @@ class RedisCache:
             key("cache", name) for name in ("lru", "born", "sizes", "bytes", "hits", "misses", "n")
         ]
         self._entries = key("cache", "e", "")
+        self._shared = shared
         self._get = shared.script(_GET)
+        self._look = shared.script(_LOOK)
+        self._give_back = shared.script(_GIVE_BACK)
+        self._looks: dict[str, _Look] = {}  # sent along, not yet read by `get`
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> what its look's take gave
+        self._sweeping = False
         self._put = shared.script(_PUT)
         self._stats = shared.script(_STATS)
 
+    def expect(self, key: str) -> None:
+        """`get(key)` follows soon: send it with the next round trip (the admission's), and
+        on a miss take the flight lease in the same script (`RedisLeases.take` reads it)."""
+        if len(self._looks) >= LOOKS_KEPT:  # looks no `get` read (refused requests)
+            self._shared.unread(self._looks.pop(next(iter(self._looks))))
+        token = secrets.token_hex(8)
+        lease = self._shared.key("flight", key)
+        args: list[Arg] = [self._entries, key, repr(self._clock()), self._ttl, lease, token]
+        command = (self._look.sha, self._keys, [*args, LOOK_LEASE_MS])
+        look = _Look(key, command, token, self._taken)
+        self._looks[key] = look
+        self._shared.read_along(look)
+
     async def get(self, key: str) -> Entry | None:
+        look = self._looks.pop(key, None)
+        if look is not None and look.answer is _UNANSWERED:
+            await self._shared.read_now()  # no round trip took it: one for every read
+        if look is not None and look.answer is _UNANSWERED:
+            self._shared.unread(look)  # (in flight on another connection)
+        elif look is not None and not isinstance(look.answer, BaseException):
+            blob = look.answer[0]
+            return None if blob is None else decode(blob)
         blob = await self._get(self._keys, [self._entries, key, repr(self._clock()), self._ttl])
         return None if blob is None else decode(blob)
+
+    def _taken(self, key: str, token: str, held: bytes) -> None:
+        mine = held == token.encode()
+        state = token if mine else STORED if held == STORED.encode() else ELSEWHERE
+        self._leases[key] = (state, time.monotonic())
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
+    def lease(self, key: str) -> str | None:
+        """What the lookup's lease take gave for `key` (a token: this request leads), once."""
+        taken = self._leases.pop(key, None)
+        return None if taken is None else taken[0]
+
+    def _sweep(self) -> None:
+        """Give back the leases taken along with a lookup that no request led (it was
+        refused, or follows another in this process): another replica then need not
+        wait for them to lapse."""
+        self._sweeping = False
+        old = time.monotonic() - SWEEP_SECONDS
+        for key, (state, when) in list(self._leases.items()):
+            if when <= old:
+                del self._leases[key]
+                if state not in (STORED, ELSEWHERE):
+                    lease = self._shared.key("flight", key)
+                    self._shared.post("EVALSHA", self._give_back.sha, 1, lease, state)
+        if self._leases:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
 
     async def put(self, key: str, entry: Entry) -> bool:
         size = entry.size

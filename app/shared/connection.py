@@ -192,6 +192,11 @@ class Shared:
             read.deliver(result)
         return results[first:own]
 
+    async def read_now(self) -> None:
+        """Send the reads waiting for a round trip, with the queued writes, now: the
+        request had no round trip of its own to carry them (a key without limits)."""
+        await self.trip(_no_commands)
+
     def later(self) -> None:
         """Send the queued writes in `FLUSH_SECONDS`, unless a send is due already."""
         if not self._due:
@@ -229,6 +234,10 @@ class Shared:
         if self._wire is not None:
             self._wire.close()
         await self.client.aclose()
+
+
+def _no_commands(batch: Batch) -> None:
+    """A round trip's own commands when it carries only queued writes and reads."""
 
 
 def _no_script(reply: Any) -> bool:

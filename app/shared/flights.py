@@ -8,7 +8,9 @@ from __future__ import annotations
 import secrets
 
 from app.cache.flight import ELSEWHERE, STORED, STORED_SECONDS
+from app.shared.cache import RedisCache
 from app.shared.connection import Shared
+from app.shared.wire import Batch
 
 # KEYS: lease. ARGV: token, ms. The token if taken, else what holds it ('' if it just lapsed).
 _TAKE = """
@@ -25,23 +27,46 @@ return 1
 """
 
 
-class RedisLeases:
-    """`FlightLeases` shared by every replica on one Redis."""
+# KEYS: lease. ARGV: token, ms. The leader of a lease taken along with a lookup lengthens it.
+_LENGTHEN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+"""
 
-    def __init__(self, shared: Shared) -> None:
+
+class RedisLeases:
+    """`FlightLeases` shared by every replica on one Redis. A lease may have been taken
+    already, along with the cache lookup in the admission's round trip (`RedisCache`)."""
+
+    def __init__(self, shared: Shared, cache: RedisCache | None = None) -> None:
         self._shared = shared
+        self._cache = cache
         self._take = shared.script(_TAKE)
         self._end = shared.script(_END)
+        self._lengthen = shared.script(_LENGTHEN)
+        self._lengthened: list[tuple[str, str, int]] = []  # queued: lease, token, ms
+        shared.queue(self._queue_lengthened)
 
     def _key(self, key: str) -> str:
         return self._shared.key("flight", key)
 
     async def take(self, key: str, seconds: float) -> str:
+        ms = max(1, int(seconds * 1000))
+        taken = None if self._cache is None else self._cache.lease(key)
+        if taken is not None:
+            if taken not in (STORED, ELSEWHERE):  # ours, for the lookup's short while:
+                self._lengthened.append((self._key(key), taken, ms))  # queued, off the path
+                self._shared.later()
+            return taken
         token = secrets.token_hex(8)
-        held = await self._take([self._key(key)], [token, max(1, int(seconds * 1000))])
+        held = await self._take([self._key(key)], [token, ms])
         if held == token.encode():
             return token
         return STORED if held == STORED.encode() else ELSEWHERE
+
+    def _queue_lengthened(self, batch: Batch) -> None:
+        lengthened, self._lengthened = self._lengthened, []
+        for lease, token, ms in lengthened:
+            batch.script(self._lengthen.sha, _LENGTHEN, [lease], [token, ms])
 
     async def state(self, key: str) -> str | None:
         held = await self._shared.client.get(self._key(key))

@@ -194,6 +194,10 @@ class FailoverCache:
         self._f = failover
         self._redis = redis
 
+    def expect(self, key: str) -> None:
+        if self._f.up:
+            self._redis.expect(key)
+
     async def get(self, key: str) -> Entry | None:
         return await self._f.run(lambda: self._redis.get(key), lambda: self._f.local.cache.get(key))
 
