@@ -1,13 +1,14 @@
 """A serving process holds only what serving needs (issue 28, DESIGN §9: RSS ≤ 100 MiB
 with 1,000 open streams). prometheus_client (until the first scrape), the TOML reader
-(only `--config`) and uvicorn's WebSocket protocol (no route takes one) cost a process
-~2 MiB together; each is loaded where it is first used. This test fails when an import
-at start-up brings one back."""
+(only `--config`) and a WebSocket library (no route takes one; an upgrade is refused with
+403 all the same) cost a process ~2 MiB together; each is loaded where it is first used.
+This test fails when an import at start-up brings one back."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,11 +29,26 @@ sys.exit(main(["serve", "--port", sys.argv[2]]))
 
 # Module prefixes an open-mode process serving chat never needs.
 NOT_LOADED = ("prometheus_client", "tomllib", "uvicorn.protocols.websockets", "wsproto")
+UPGRADE = (
+    b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+def websocket_upgrade(port: int) -> bytes:
+    """What the server answers a WebSocket handshake, up to its close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(UPGRADE)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    return received
 
 
 def serve_and_list_modules(tmp_path: Path, fake_url: str, *paths: str) -> list[str]:
-    """Start `serve`, send a streamed and a plain chat request and GET each of `paths`,
-    stop it with SIGTERM, and return the modules it had loaded."""
+    """Start `serve`, send a streamed and a plain chat request, GET each of `paths` and
+    try a WebSocket; stop it with SIGTERM and return the modules it had loaded."""
     port, listing = free_port(), tmp_path / "modules.txt"
     env = {
         "PATH": os.environ["PATH"],
@@ -58,6 +74,8 @@ def serve_and_list_modules(tmp_path: Path, fake_url: str, *paths: str) -> list[s
             assert answer.status_code == 200, answer.text
         for path in paths:
             assert httpx.get(f"{url}{path}").status_code == 200
+        assert websocket_upgrade(port).startswith(b"HTTP/1.1 403 ")  # as Starlette refuses it
+        assert httpx.get(f"{url}/healthz").status_code == 200
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
     finally:
