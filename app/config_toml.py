@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from app.errors import ConfigError
 def read_toml(path: Path, known: Collection[str]) -> dict[str, Any]:
     """The file's settings by field name; ConfigError naming the file when it cannot be
     used, or names a setting that is not one of `known`."""
+    import tomllib  # only `--config` reads TOML: a serving process without it never does
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

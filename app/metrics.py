@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
-
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from app.tallies import Buckets, Spread, Tally, families
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 PREFIX: Final = "openrouter_proxy_"
 OTHER: Final = "other"  # a model id the catalogue does not list
@@ -64,9 +63,9 @@ class Metrics:
     def __init__(self, known_models: Callable[[], Mapping[str, Any] | None] = lambda: None) -> None:
         """`known_models` returns the catalogue as last loaded (None before): its ids are
         the model labels; anything else is `other`."""
-        self.registry = CollectorRegistry(auto_describe=True)
+        # Built at the first scrape (`registry`): prometheus_client is imported only then.
+        self._registry: CollectorRegistry | None = None
         self._known = known_models
-        registry = self.registry
         # The per-request counts: plain numbers, rendered at scrape time (app/tallies.py).
         self._requests = Tally(
             f"{PREFIX}requests",
@@ -97,14 +96,12 @@ class Metrics:
             ("route",),
             OVERHEAD_BUCKETS,
         )
-        self._quota = Counter(
+        self._quota = Tally(
             f"{PREFIX}quota_rejections",
             "Requests refused by a key's own quota, by key name and limit.",
             ("key", "limit"),
-            registry=registry,
         )
         self._scraped = Scraped()
-        registry.register(_ScrapedCollector(self))
         # raw labels -> the label values shown (the status as text, the cache lower-case)
         self._request_labels: dict[tuple[str, int, str, str], tuple[str, str, str, str]] = {}
         # (route, status, raw model, cache) or (raw model, outcome) -> count, unlabelled yet
@@ -187,7 +184,7 @@ class Metrics:
         self._count_attempt(self.model_label(model), outcome, 1)
 
     def quota_rejected(self, key_name: str, limit: str) -> None:
-        self._quota.labels(key_name, limit).inc()
+        self._quota.inc((key_name, limit))
 
     @property
     def waiting(self) -> bool:
@@ -203,67 +200,84 @@ class Metrics:
 
     def render(self, scraped: Scraped) -> bytes:
         """The Prometheus text, with the stores' state as `scraped` read it just now."""
+        from prometheus_client import generate_latest
+
         self._scraped = scraped
         return generate_latest(self.registry)
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This app's own registry, built at the first scrape: prometheus_client costs
+        ~1 MiB that a serving process never scraped does not hold (bench/README.md,
+        "Memory per open stream")."""
+        if self._registry is None:
+            self._registry = _registry(self)
+        return self._registry
 
-class _ScrapedCollector(Collector):
-    """Renders the values the last scrape read (`Metrics.render`)."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+def _registry(metrics: Metrics) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector
 
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # unchecked: its names are fixed and distinct from the others'
+    class ScrapedCollector(Collector):
+        """Renders the values the last scrape read (`Metrics.render`)."""
 
-    def collect(self) -> Iterator[Metric]:
-        metrics = self._metrics
-        counted = (metrics._requests, metrics._attempts)
-        yield from families((*counted, metrics._latency, metrics._ttft, metrics._overhead))
-        s = metrics._scraped
-        yield _gauge("models_cooling", "Catalogue models rate-limited now (skipped).", s.cooling)
+        def describe(self) -> Iterator[Metric]:
+            return iter(())  # unchecked: its names are fixed and distinct from the others'
+
+        def collect(self) -> Iterator[Metric]:
+            return _collect(metrics)
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ScrapedCollector())
+    return registry
+
+
+def _collect(metrics: Metrics) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily
+
+    counted = (metrics._requests, metrics._attempts, metrics._quota)
+    yield from families((*counted, metrics._latency, metrics._ttft, metrics._overhead))
+    s = metrics._scraped
+    yield _gauge("models_cooling", "Catalogue models rate-limited now (skipped).", s.cooling)
+    yield _gauge("models_failing", "Catalogue models failing now (tried after others).", s.failing)
+    yield _gauge("catalogue_models", "Models in the upstream catalogue.", s.catalogue_models)
+    if s.free_left is not None:
         yield _gauge(
-            "models_failing", "Catalogue models failing now (tried after others).", s.failing
+            "free_requests_left_today",
+            "Requests to free models the account has left today (UTC).",
+            s.free_left,
         )
-        yield _gauge("catalogue_models", "Models in the upstream catalogue.", s.catalogue_models)
-        if s.free_left is not None:
-            yield _gauge(
-                "free_requests_left_today",
-                "Requests to free models the account has left today (UTC).",
-                s.free_left,
-            )
-        if s.free_limit is not None:
-            yield _gauge(
-                "free_requests_limit_today",
-                "The account's daily allowance of requests to free models.",
-                s.free_limit,
-            )
-        entries, size, hits, misses = s.cache
-        yield _gauge("cache_entries", "Answers held in the response cache.", entries)
-        yield _gauge("cache_bytes", "Measured bytes held by the response cache.", size)
-        hit_family = CounterMetricFamily(
-            f"{PREFIX}cache_hits", "Requests answered from the cache (or a request in flight)."
+    if s.free_limit is not None:
+        yield _gauge(
+            "free_requests_limit_today",
+            "The account's daily allowance of requests to free models.",
+            s.free_limit,
         )
-        hit_family.add_metric([], hits)
-        yield hit_family
-        miss_family = CounterMetricFamily(
-            f"{PREFIX}cache_misses", "Cache lookups that found nothing."
-        )
-        miss_family.add_metric([], misses)
-        yield miss_family
-        yield _gauge("usage_queue_depth", "Usage records waiting to be written.", s.usage_queue)
-        dropped = CounterMetricFamily(
-            f"{PREFIX}usage_dropped",
-            "Usage records lost: past the queue bound while the database could not be written, "
-            "or still unwritten at shutdown.",
-        )
-        dropped.add_metric([], s.usage_dropped)
-        yield dropped
-        if s.redis_up is not None:
-            yield _gauge(
-                "redis_up", "1 while Redis answers, 0 while it is unreachable.", s.redis_up
-            )
+    entries, size, hits, misses = s.cache
+    yield _gauge("cache_entries", "Answers held in the response cache.", entries)
+    yield _gauge("cache_bytes", "Measured bytes held by the response cache.", size)
+    hit_family = CounterMetricFamily(
+        f"{PREFIX}cache_hits", "Requests answered from the cache (or a request in flight)."
+    )
+    hit_family.add_metric([], hits)
+    yield hit_family
+    miss_family = CounterMetricFamily(f"{PREFIX}cache_misses", "Cache lookups that found nothing.")
+    miss_family.add_metric([], misses)
+    yield miss_family
+    yield _gauge("usage_queue_depth", "Usage records waiting to be written.", s.usage_queue)
+    dropped = CounterMetricFamily(
+        f"{PREFIX}usage_dropped",
+        "Usage records lost: past the queue bound while the database could not be written, "
+        "or still unwritten at shutdown.",
+    )
+    dropped.add_metric([], s.usage_dropped)
+    yield dropped
+    if s.redis_up is not None:
+        yield _gauge("redis_up", "1 while Redis answers, 0 while it is unreachable.", s.redis_up)
 
 
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+def _gauge(name: str, documentation: str, value: float) -> Metric:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
+if TYPE_CHECKING:  # imported at the first scrape (`app/metrics.py`, `Metrics.registry`)
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 
 class Tally:
@@ -33,6 +34,8 @@ class Tally:
         counts[labels] = counts.get(labels, 0) + n
 
     def family(self) -> CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, value in self.counts.items():
             family.add_metric(list(labels), value)
@@ -54,6 +57,8 @@ class Buckets:
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
+        from prometheus_client.utils import floatToGoString
+
         shown: list[tuple[str, float]] = []
         total = 0
         names = [*map(floatToGoString, self.bounds), "+Inf"]
@@ -84,6 +89,8 @@ class Spread:
         return child
 
     def family(self) -> HistogramMetricFamily:
+        from prometheus_client.core import HistogramMetricFamily
+
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, child in self.children.items():
             family.add_metric(list(labels), child.cumulative(), child.sum)

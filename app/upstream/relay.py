@@ -210,3 +210,13 @@ class EventStreamResponse(StreamingResponse):
             watcher.cancel()
             with anyio.CancelScope(shield=True):
                 await self._relay.aclose()  # type: ignore[attr-defined]
+
+    async def stream_response(self, send: Send) -> None:
+        """Starlette's, except that the head's header list is let go once sent: Starlette
+        keeps it for the response's life, ~1.2 KB a stream for its whole length."""
+        head, self.raw_headers = self.raw_headers, []
+        await send({"type": "http.response.start", "status": self.status_code, "headers": head})
+        del head
+        async for chunk in self.body_iterator:  # the relay's bytes, one event at a time
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
