@@ -131,14 +131,7 @@ class Flow:
         services.attempts.expect(candidates)  # read along with the admission
         key = services.cache.expect(parsed, self.caller.name, headers.get("cache-control"))
         self.admission = await services.gate.admit(self.caller, parsed)
-        self.cache = await services.cache.lookup(
-            parsed,
-            self.caller.name,
-            headers.get("cache-control"),
-            may_serve=partial(services.gate.may_use, self.caller, parsed),
-            wait=services.attempts.longest(len(candidates), services.settings.total_timeout),
-            key=key,
-        )
+        self.cache = await self._lookup(parsed, len(candidates), key)
         trace.cache = self.cache.status
         if self.cache.hit is not None:
             return self._hit()
@@ -164,6 +157,19 @@ class Flow:
                 spend,
             )
         return await self._answer(parsed, answer)
+
+    async def _lookup(self, parsed: ParsedRequest, candidates: int, key: str | None) -> CacheUse:
+        """The cache's answer, or the flight this request leads or follows; a follower
+        waits at most what its own walk over `candidates` could take."""
+        services = self.services
+        return await services.cache.lookup(
+            parsed,
+            self.caller.name,
+            self.headers.get("cache-control"),
+            may_serve=partial(services.gate.may_use, self.caller, parsed),
+            wait=services.attempts.longest(candidates, services.settings.total_timeout),
+            key=key,
+        )
 
     async def _named(self, parsed: ParsedRequest) -> list[str]:
         if not parsed.dialect.falls_back:
