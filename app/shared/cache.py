@@ -223,7 +223,8 @@ class RedisCache:
         elif look is not None and not isinstance(look.answer, BaseException):
             blob = look.answer[0]
             return None if blob is None else decode(blob)
-        blob = await self._get(self._keys, [self._entries, key, repr(self._clock()), self._ttl])
+        args: list[Arg] = [self._entries, key, repr(self._clock()), self._ttl]
+        blob = await self._shared.call(self._get.sha, _GET, self._keys, args)
         return None if blob is None else decode(blob)
 
     def _taken(self, key: str, token: str, held: bytes) -> None:
@@ -250,21 +251,30 @@ class RedisCache:
                 del self._leases[key]
                 if state not in (STORED, ELSEWHERE):
                     lease = self._shared.key("flight", key)
-                    self._shared.post("EVALSHA", self._give_back.sha, 1, lease, state)
+                    sha = self._give_back.sha
+                    self._shared.post("EVALSHA", sha, 1, lease, state, source=_GIVE_BACK)
         if self._leases:
             self._sweeping = True
             asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
 
     async def put(self, key: str, entry: Entry) -> bool:
+        """Sent with this loop turn's other writes (the lease's end, the release), not
+        waited for: whether it fits is known here, and every later call of this replica
+        goes after it on the same connection. Another replica sees it once the lease
+        that makes it wait says `STORED`, which follows it in the same write."""
         size = entry.size
         if size > self.max_bytes:
             return False
         now = repr(self._clock())
-        args: list[str | float | bytes] = [self._entries, key, now, self._ttl, encode(entry)]
-        return bool(await self._put(self._keys, [*args, size, self.max_bytes]))
+        args: list[Arg] = [self._entries, key, now, self._ttl, encode(entry), size, self.max_bytes]
+        self._shared.post(
+            "EVALSHA", self._put.sha, len(self._keys), *self._keys, *args, source=_PUT
+        )
+        return True
 
     async def stats(self) -> CacheStats:
-        entries, size, hits, misses = await self._stats(
-            self._keys, [self._entries, repr(self._clock()), self._ttl]
+        args: list[Arg] = [self._entries, repr(self._clock()), self._ttl]
+        entries, size, hits, misses = await self._shared.call(
+            self._stats.sha, _STATS, self._keys, args
         )
         return CacheStats(int(entries), int(size), int(hits), int(misses))

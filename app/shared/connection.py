@@ -71,7 +71,8 @@ class Shared:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queues: list[Callable[[Batch], None]] = []
         self._reads: list[Read] = []
-        self._posts: list[tuple[Arg, ...]] = []  # sent at the end of this loop turn (`post`)
+        # Sent at the end of this loop turn (`post`): each command, and a script's source.
+        self._posts: list[tuple[tuple[Arg, ...], str | None]] = []
         self._due = False  # a send of the queued writes is scheduled
         # Told when a write nobody waits for finds Redis away (the failover's switch).
         self.on_down: Callable[[BaseException], None] | None = None
@@ -109,22 +110,36 @@ class Shared:
         A script Redis lost (`NOSCRIPT`: it restarted) runs again by its text."""
         return await self._settle(batch, await self._send(batch.commands))
 
-    def post(self, *command: Arg) -> None:
+    async def call(self, sha: str, source: str, keys: list[str], args: list[Arg]) -> Any:
+        """One script on the request path's connection, its reply (an error raised): in
+        order with what this replica posted before it (`post`)."""
+        batch = Batch()
+        batch.script(sha, source, keys, args)
+        (reply,) = await self.send(batch)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def post(self, *command: Arg, source: str | None = None) -> None:
         """Send `command` and wait for nothing (a lease's release): at the end of this loop
         turn, in one batch with the turn's other posts and every write queued by then; no
         task and no timer of its own. Its reply is checked when it comes, and lost if
         Redis is away (a lease then lapses, as a dead replica's would)."""
         if not self._posts:
             asyncio.get_running_loop().call_soon(self._post_now)
-        self._posts.append(command)
+        self._posts.append((command, source))
 
     def _post_now(self) -> None:
+        if not self._posts:
+            return  # sent already, ahead of a call (`_send`)
         posts, self._posts = self._posts, []
         batch = self.queued()
-        for command in posts:
+        for command, source in posts:
+            if source is not None:  # an EVALSHA: run by its text if Redis lost it
+                batch.sources[len(batch.commands)] = source
             batch.add(*command)
         sent = None if self._wire is None else self._wire.post(batch.commands)
-        if sent is None:  # no connection yet, or over TLS
+        if sent is None:  # no connection yet (what a call makes meanwhile may go first), or TLS
             self.background(self._quietly(batch, None))
             return
 
@@ -156,6 +171,8 @@ class Shared:
         return replies
 
     async def _send(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        if self._posts:  # what was posted before goes first: calls keep their order
+            self._post_now()
         if self._wire is not None:
             return await self._wire.send(commands)
         async with self.client.pipeline(transaction=False) as pipe:

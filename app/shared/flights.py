@@ -58,7 +58,7 @@ class RedisLeases:
                 self._shared.later()
             return taken
         token = secrets.token_hex(8)
-        held = await self._take([self._key(key)], [token, ms])
+        held = await self._shared.call(self._take.sha, _TAKE, [self._key(key)], [token, ms])
         if held == token.encode():
             return token
         return STORED if held == STORED.encode() else ELSEWHERE
@@ -69,11 +69,17 @@ class RedisLeases:
             batch.script(self._lengthen.sha, _LENGTHEN, [lease], [token, ms])
 
     async def state(self, key: str) -> str | None:
-        held = await self._shared.client.get(self._key(key))
+        batch = Batch()
+        batch.add("GET", self._key(key))
+        (held,) = await self._shared.send(batch)  # after what this replica posted
         if held is None:
             return None
         return STORED if held == STORED.encode() else ELSEWHERE
 
     async def end(self, key: str, token: str, stored: bool) -> None:
         marker = STORED if stored else ""
-        await self._end([self._key(key)], [token, marker, int(STORED_SECONDS * 1000)])
+        # Posted: it follows the answer's `put` in the same write (see `RedisCache.put`).
+        ms = int(STORED_SECONDS * 1000)
+        self._shared.post(
+            "EVALSHA", self._end.sha, 1, self._key(key), token, marker, ms, source=_END
+        )
