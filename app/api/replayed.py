@@ -19,7 +19,11 @@ _MAX_NAMES = 256  # a bound, should a stored answer bring names never seen again
 
 def replayed(body: bytes, media_type: str, headers: dict[str, str]) -> Response:
     """A 200 carrying `body` as `media_type`, with `headers` (the proxy's, the answer's)."""
-    raw = [(_name(name), value.encode("latin-1")) for name, value in headers.items()]
+    names_seen = _NAMES
+    raw = [
+        (names_seen.get(name) or _name(name), value.encode("latin-1"))
+        for name, value in headers.items()
+    ]
     names = {name for name, _ in raw}
     if b"content-length" not in names:
         raw.append((b"content-length", str(len(body)).encode("latin-1")))
@@ -36,9 +40,8 @@ def replayed(body: bytes, media_type: str, headers: dict[str, str]) -> Response:
 
 
 def _name(name: str) -> bytes:
-    encoded = _NAMES.get(name)
-    if encoded is None:
-        encoded = name.lower().encode("latin-1")
-        if len(_NAMES) < _MAX_NAMES:
-            _NAMES[name] = encoded
+    """A name not seen before, kept while the bound allows."""
+    encoded = name.lower().encode("latin-1")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[name] = encoded
     return encoded
