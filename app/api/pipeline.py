@@ -29,6 +29,7 @@ from app.api.intake import (
     read_headers,
     request_id_for,
 )
+from app.api.replayed import replayed
 from app.api.stream_end import StreamEnd, spend_tokens
 from app.api.trace import Trace
 from app.cache.step import NOT_USED, CacheUse
@@ -168,6 +169,7 @@ class Flow:
             self.headers.get("cache-control"),
             may_serve=partial(services.gate.may_use, self.caller, parsed),
             wait=services.attempts.longest(candidates, services.settings.total_timeout),
+            known=self.cache,
             key=key,
         )
 
@@ -217,7 +219,7 @@ class Flow:
         }
         if use.hit.media_type == "text/event-stream":
             headers["Cache-Control"] = "no-cache"
-        return Response(use.hit.body, media_type=use.hit.media_type, headers=headers)
+        return replayed(use.hit.body, use.hit.media_type, headers)
 
     async def _answer(self, parsed: ParsedRequest, answer: Served[Answer]) -> Response:
         result, trace = answer.result, self.trace

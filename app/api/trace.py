@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from app.metrics import Metrics
 from app.request import Usage
-from app.request_log import log_request
+from app.request_log import log, log_request
 from app.status.activity import Activity
 from app.team.usage import UsageRecord, UsageWriter
+
+NOTHING_SPENT = Usage()  # frozen: one for every request that reported no usage
 
 
 @dataclass(slots=True)
@@ -59,8 +62,14 @@ class Trace:
         latency = self.elapsed_ms()
         if self.answered_ms is None:
             self.answered_ms = latency  # a non-stream answer goes out right after
-        spent = self.usage or Usage()
+        spent = self.usage or NOTHING_SPENT
         self._observed(status, error, latency)
+        if log.isEnabledFor(logging.INFO):  # the fields are not gathered for nobody
+            self._log(status, spent, error, latency)
+        if self.recorded:
+            usage.record(self._record(status, spent, latency))
+
+    def _log(self, status: int, spent: Usage, error: str | None, latency: float) -> None:
         log_request(
             id=self.id,
             key=self.key,
@@ -77,8 +86,6 @@ class Trace:
             error=error,
             ms=int(latency),
         )
-        if self.recorded:
-            usage.record(self._record(status, spent, latency))
 
     def _observed(self, status: int, error: str | None, latency: float) -> None:
         """The metrics and the status page's activity; overhead only where something

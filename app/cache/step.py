@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.cache.flight import ELSEWHERE, STORED, FlightLeases, Flights, Held, Lease
-from app.cache.key import BYPASS, XCache, cache_key, eligibility, scope_for
+from app.cache.key import BYPASS, Eligibility, XCache, cache_key, eligibility, scope_for
 from app.cache.recorder import StreamRecorder
 from app.cache.replay import Replay, StreamAssembler, render_hit
 from app.cache.storable import is_storable
@@ -38,6 +38,7 @@ class CacheUse:
     dialect: Dialect | None = None
     private: bool = True  # every follower of this flight is the same key (key scope)
     held: Held | None = None  # the cross-replica lease this request leads with
+    allowed: Eligibility | None = None  # what `status` found, so `lookup` need not again
 
     def tap(self, block: bytes) -> None:
         """Every block of a stream that may be kept, as upstream sent it: chat's assembler
@@ -99,7 +100,7 @@ class ResponseCache:
         """`X-Cache` before the lookup: a request refused first (its key, a quota, a model
         it may not use) still says whether it was eligible, MISS or BYPASS (DESIGN §4)."""
         allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
-        return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status)
+        return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status, allowed=allowed)
 
     def expect(
         self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
@@ -123,6 +124,7 @@ class ResponseCache:
         *,
         may_serve: Callable[[str], Awaitable[bool]] | None = None,
         wait: float | None = None,
+        known: CacheUse | None = None,
         key: str | None = None,
     ) -> CacheUse:
         """The request's cache use. `may_serve(model)` says whether this caller may be
@@ -132,9 +134,15 @@ class ResponseCache:
 
         Following an identical request in flight, it waits at most `wait` seconds (what
         its own walk could take, DESIGN §12) and raises that request's error if it failed.
+        `known`: this request's `status`, whose eligibility holds for the same request;
+        `key`: its cache key, when `expect` computed it already.
         """
         dialect = parsed.dialect
-        allowed = eligibility(self._mode, dialect, parsed.data, cache_control)
+        if known is NOT_USED:
+            return NOT_USED
+        allowed = known.allowed if known is not None else None
+        if allowed is None:
+            allowed = eligibility(self._mode, dialect, parsed.data, cache_control)
         if allowed is BYPASS:
             return NOT_USED
         if key is None:  # (`expect` computed it already)
