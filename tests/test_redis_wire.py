@@ -7,6 +7,7 @@ redis-server, and a fake one where Redis must misbehave."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,6 +15,7 @@ import redis.asyncio
 
 from app.shared import wire
 from app.shared.connection import DOWN, Shared
+from app.shared.cooldowns import RedisCooldowns
 from app.shared.wire import Batch, Wire
 from tests.redis_server import RedisServer
 
@@ -156,3 +158,26 @@ async def test_a_connection_closed_or_refused_fails_at_once_with_an_error_the_fa
     async with asyncio.timeout(2):
         with pytest.raises(DOWN):
             await client.send([("PING",)])  # nothing listens there any more
+
+
+async def test_a_read_another_request_sent_is_waited_for_not_sent_again_empty(shared: Shared):
+    """Two requests want the same cooldowns read: the first request's round trip took it,
+    the second finds it in flight. It waits for that answer; a round trip with nothing to
+    send would have held the connection's queue for good (every later call timing out, the
+    replica taking Redis for gone)."""
+    cooldowns = RedisCooldowns(shared, time.time)
+    models = ["a/model", "b/model"]
+    cooldowns.expect(models, time.time())
+    flying = asyncio.ensure_future(shared.trip(lambda batch: batch.add("PING")))
+    await asyncio.sleep(0)  # the trip took the read and waits for its replies
+    async with asyncio.timeout(2):
+        states = await cooldowns.snapshot(models, time.time())
+        assert await flying == [b"PONG"]
+        assert await shared.send(_one("PING")) == [b"PONG"]  # the connection still answers
+    assert not states.cooling and not states.failing
+
+
+def _one(*command: str) -> Batch:
+    batch = Batch()
+    batch.add(*command)
+    return batch

@@ -132,8 +132,6 @@ _GIVE_BACK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
-_UNANSWERED = object()
-
 
 class _Look:
     """A lookup sent along with the admission's round trip (`Shared.read_along`); a lease
@@ -151,13 +149,14 @@ class _Look:
     ) -> None:
         self.key, self.token, self.on_lease = key, token, on_lease
         self.sha, self.keys, self.args = command
-        self.answer: Any = _UNANSWERED
+        self.answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def add(self, batch: Batch) -> None:
         batch.script(self.sha, _LOOK, self.keys, self.args)
 
     def deliver(self, result: Any) -> None:
-        self.answer = result
+        if not self.answer.done():
+            self.answer.set_result(result)  # an error too: `get` reads for itself then
         if isinstance(result, list) and result[0] is None:
             self.on_lease(self.key, self.token, result[1])
 
@@ -216,13 +215,13 @@ class RedisCache:
 
     async def get(self, key: str) -> Entry | None:
         look = self._looks.pop(key, None)
-        if look is not None and look.answer is _UNANSWERED:
-            await self._shared.read_now()  # no round trip took it: one for every read
-        if look is not None and look.answer is _UNANSWERED:
-            self._shared.unread(look)  # (in flight on another connection)
-        elif look is not None and not isinstance(look.answer, BaseException):
-            blob = look.answer[0]
-            return None if blob is None else decode(blob)
+        if look is not None:
+            if not look.answer.done():
+                await self._shared.read(look, look.answer)
+            answer = look.answer.result()
+            if not isinstance(answer, BaseException):
+                blob = answer[0]
+                return None if blob is None else decode(blob)
         args: list[Arg] = [self._entries, key, repr(self._clock()), self._ttl]
         blob = await self._shared.call(self._get.sha, _GET, self._keys, args)
         return None if blob is None else decode(blob)

@@ -173,6 +173,8 @@ class Shared:
     async def _send(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
         if self._posts:  # what was posted before goes first: calls keep their order
             self._post_now()
+        if not commands:
+            return []  # (a call awaiting no reply would hold the connection's queue)
         if self._wire is not None:
             return await self._wire.send(commands)
         async with self.client.pipeline(transaction=False) as pipe:
@@ -209,10 +211,13 @@ class Shared:
             read.deliver(result)
         return results[first:own]
 
-    async def read_now(self) -> None:
-        """Send the reads waiting for a round trip, with the queued writes, now: the
-        request had no round trip of its own to carry them (a key without limits)."""
-        await self.trip(_no_commands)
+    async def read(self, read: Read, answered: asyncio.Future[Any]) -> None:
+        """Until `read` is answered (`answered` done): sent now, with every read waiting
+        for a round trip, when none took it yet (the request made no round trip of its
+        own: a key without limits); else waited for on the round trip that took it."""
+        if read in self._reads:
+            await self.trip(_no_commands)
+        await asyncio.shield(answered)
 
     def later(self) -> None:
         """Send the queued writes in `FLUSH_SECONDS`, unless a send is due already."""

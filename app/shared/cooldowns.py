@@ -161,10 +161,8 @@ class RedisCooldowns:
         expected = self._expected.pop(wanted, None)
         values: Any = None
         if expected is not None and not expected.answer.done():
-            await self._shared.read_now()  # no round trip took it: one for every read
-        if expected is not None and not expected.answer.done():
-            self._shared.unread(expected)  # (in flight on another connection)
-        elif expected is not None and expected.generation == generation:
+            await self._shared.read(expected, expected.answer)
+        if expected is not None and expected.generation == generation:
             if time.monotonic() - expected.at < FRESH_SECONDS:  # not one left unread lately
                 values = expected.answer.result()  # (after a write here: read again)
         if values is None or isinstance(values, BaseException):

@@ -141,6 +141,9 @@ class Wire:
     ) -> asyncio.Future[list[Any]]:
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future(), len(commands))
+        if not commands:  # no reply will come to complete it, nor pass it in the queue
+            call.answer.set_result([])
+            return call.answer
         protocol.calls.append(call)
         if not protocol.pending:
             loop.call_soon(protocol.flush)
