@@ -44,10 +44,9 @@ local function purge(now, ttl)
 end
 """
 
-# ARGV: entry prefix, name, now, ttl s.
-_GET = (
-    _DROP
-    + """
+# ARGV[1..4]: entry prefix, name, now, ttl s. `blob`: the live entry (false on a miss),
+# its recency renewed; the lookup counted as a hit or a miss.
+_FIND = """
 local born = redis.call('ZSCORE', KEYS[2], ARGV[2])
 local blob = false
 if born and tonumber(born) > tonumber(ARGV[3]) - tonumber(ARGV[4]) then
@@ -56,14 +55,27 @@ end
 if blob then
   redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[7]), ARGV[2])
   redis.call('INCR', KEYS[5])
-  return blob
+else
+  if born then drop(ARGV[2]) end
+  redis.call('INCR', KEYS[6])
 end
-if born then drop(ARGV[2]) end
-redis.call('INCR', KEYS[6])
-return false
+"""
+
+_GET = _DROP + _FIND + "return blob\n"
+
+# The lookup a cacheable request sends along with its admission (DESIGN §12 "Cheap": one
+# round trip before the upstream call): `_GET`, and on a miss the flight lease taken at
+# once, for `LOOK_LEASE_MS` (the leader lengthens it, `RedisLeases.take`). ARGV: as
+# `_FIND`, then lease key, token, ms. Returns {blob} or {false, token or holder}.
+_LOOK = (
+    _DROP
+    + _FIND
+    + """
+if blob then return {blob} end
+if redis.call('SET', ARGV[5], ARGV[6], 'NX', 'PX', ARGV[7]) then return {false, ARGV[6]} end
+return {false, redis.call('GET', ARGV[5]) or ''}
 """
 )
-
 # ARGV: entry prefix, name, now, ttl s, blob, size, bound.
 _PUT = (
     _DROP
@@ -89,29 +101,6 @@ return 1
 """
 )
 
-# The lookup a cacheable request sends along with its admission (DESIGN §12 "Cheap": one
-# round trip before the upstream call): `_GET`, and on a miss the flight lease taken at
-# once, for `LOOK_LEASE_MS` (the leader lengthens it, `RedisLeases.take`). ARGV: entry
-# prefix, name, now, ttl s, lease key, token, ms. Returns {blob} or {false, token or holder}.
-_LOOK = (
-    _DROP
-    + """
-local born = redis.call('ZSCORE', KEYS[2], ARGV[2])
-local blob = false
-if born and tonumber(born) > tonumber(ARGV[3]) - tonumber(ARGV[4]) then
-  blob = redis.call('GET', ARGV[1] .. ARGV[2])
-end
-if blob then
-  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[7]), ARGV[2])
-  redis.call('INCR', KEYS[5])
-  return {blob}
-end
-if born then drop(ARGV[2]) end
-redis.call('INCR', KEYS[6])
-if redis.call('SET', ARGV[5], ARGV[6], 'NX', 'PX', ARGV[7]) then return {false, ARGV[6]} end
-return {false, redis.call('GET', ARGV[5]) or ''}
-"""
-)
 LOOK_LEASE_MS = 2000  # a lease taken along with a lookup that never leads lapses by then
 LOOKS_KEPT = 256  # lookups sent along and not yet read: past it, the oldest are dropped
 SWEEP_SECONDS = 0.05  # a lease taken along and not led by then is given back
