@@ -130,7 +130,7 @@ class Flow:
         if self.counting:
             return await self._count(parsed, candidates)
         services.attempts.expect(candidates)  # read along with the admission
-        key = services.cache.expect(parsed, self.caller.name, headers.get("cache-control"))
+        key = services.cache.expect(parsed, self.caller.name, self.cache)
         self.admission = await services.gate.admit(self.caller, parsed)
         self.cache = await self._lookup(parsed, len(candidates), key)
         trace.cache = self.cache.status

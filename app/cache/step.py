@@ -102,16 +102,13 @@ class ResponseCache:
         allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
         return NOT_USED if allowed is BYPASS else CacheUse(status=allowed.status, allowed=allowed)
 
-    def expect(
-        self, parsed: ParsedRequest, caller: str | None, cache_control: str | None
-    ) -> str | None:
+    def expect(self, parsed: ParsedRequest, caller: str | None, known: CacheUse) -> str | None:
         """Replicas: the lookup follows the admission, so the shared store sends it along
-        (its round trip is the admission's). The cache key, for `lookup` to reuse."""
-        if self.leases is None:
-            return None  # one process: a lookup is no round trip
-        allowed = eligibility(self._mode, parsed.dialect, parsed.data, cache_control)
-        if allowed is BYPASS or not allowed.lookup:
-            return None
+        (its round trip is the admission's). `known`: this request's `status`. The cache
+        key, for `lookup` to reuse."""
+        allowed = known.allowed
+        if self.leases is None or allowed is None or not allowed.lookup:
+            return None  # one process (a lookup is no round trip), or no lookup at all
         key = cache_key(parsed.dialect, parsed.data, parsed.model, scope_for(self._scope, caller))
         self.store.expect(key)
         return key

@@ -60,7 +60,9 @@ class Shared:
             socket_connect_timeout=CALL_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a retry would double the wait on a dead Redis
         )
-        # The request path's round trips (`send`); over TLS they stay on redis-py.
+        # The request path's round trips (`send`). Over TLS they stay on redis-py, whose
+        # connections do not load the scripts first: there a script Redis does not hold
+        # yet runs again by its text after the rest of its batch (`_settle`).
         self._scripts: list[str] = []  # every script a store registered (`script`)
         options = dict(parse_url(url))
         self._wire = (

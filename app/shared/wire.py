@@ -6,8 +6,10 @@ the socket work itself (a pool checkout, a command object per call, response cal
 and the keyed path on Redis could not reach 70 % of the keyed path in memory
 (bench/README.md). Here a round trip is a `Batch` of argument tuples: encoded in one
 `bytes`, written with whatever other requests sent in the same loop turn (one write for
-all of them), and answered in order by hiredis' reader. Every other Redis call (the
-heartbeat, the free budget's transaction, the cache) stays on redis-py.
+all of them), and answered in order by hiredis' reader. The cache's and the flight
+leases' calls go this way too, so they keep their order with what was posted before
+them; the rest (the heartbeat, the free budget's transaction, cooldown marks, the status
+page's data) stays on redis-py.
 
 Failures are redis-py's exceptions, so every caller's `DOWN` handling holds: a refused or
 lost connection fails the calls in flight with `ConnectionError`, the next call connects
